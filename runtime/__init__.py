@@ -1,0 +1,37 @@
+"""litseg runtime: CT DICOM series in, geometry-true liver/tumor segmentation out (no torch needed).
+
+The public API::
+
+    segment(source, config=None, model=None, progress=None) -> SegmentationResult
+    write_results(result, out_dir, formats=("seg", "nifti", "json")) -> dict[str, Path]
+"""
+
+import logging
+
+from .api import RunConfig, SegmentationResult, default_model_path, segment, write_results
+from .errors import DeviceError, InputError, LitsegError, ModelError, OutputError
+from .model import Model, ModelInfo
+from .series import DicomSeries, read_series
+from .spec import PreprocessSpec
+from .volume import Volume
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "DeviceError",
+    "DicomSeries",
+    "InputError",
+    "LitsegError",
+    "Model",
+    "ModelError",
+    "ModelInfo",
+    "OutputError",
+    "PreprocessSpec",
+    "RunConfig",
+    "SegmentationResult",
+    "Volume",
+    "default_model_path",
+    "read_series",
+    "segment",
+    "write_results",
+]

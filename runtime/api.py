@@ -1,0 +1,220 @@
+"""The public Python API: :func:`segment` a CT series, :func:`write_results` to disk.
+
+A PACS tool loads a :class:`~litseg.runtime.model.Model` once and passes it to every call::
+
+    from litseg.runtime import Model, RunConfig, segment, write_results
+    model = Model("liver-tumor.onnx", device="auto")
+    result = segment("/incoming/series", model=model)
+    write_results(result, "/outgoing/series")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from .errors import LitsegError, ModelError, OutputError
+from .model import DEVICES, Model, ModelInfo
+from .postprocess import Measurements, clean_labels, measure
+from .preprocess import preprocess, restore_labels
+from .series import DicomSeries, SeriesSource, read_series
+from .volume import Volume
+from .write import AlgorithmInfo, build_seg, commit_folder, write_json, write_nifti
+
+log = logging.getLogger(__name__)
+
+#: Output formats and their file names inside the output folder.
+OUTPUT_FILES: dict[str, str] = {"seg": "segmentation.dcm", "nifti": "labels.nii.gz", "json": "report.json"}
+DEFAULT_FORMATS: tuple[str, ...] = ("seg", "nifti", "json")
+DEFAULT_MODEL_NAME = "liver-tumor.onnx"
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def litseg_version() -> str:
+    try:
+        return metadata.version("litseg")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def default_model_path() -> Path:
+    """The model bundled with the package (``litseg/runtime/models/liver-tumor.onnx``)."""
+    path = Path(str(resources.files("litseg.runtime") / "models" / DEFAULT_MODEL_NAME))
+    if not path.is_file():
+        raise ModelError(
+            f"no bundled default model at {path}: this install has none yet; pass --model PATH "
+            "(API: RunConfig(model=...)) to an ONNX model exported with litseg-export"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings for one segmentation run (the CLI has one flag per field).
+
+    Attributes
+    ----------
+    model
+        ONNX model path; ``None`` uses the bundled default.
+    device
+        ``auto``, ``gpu`` or ``cpu``.
+    batch_size
+        Slices per inference call.
+    largest_component
+        Keep only the largest connected liver (clean-up of false positives elsewhere).
+    series_uid
+        SeriesInstanceUID to pick when the input holds several CT series.
+    """
+
+    model: Path | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    largest_component: bool = True
+    series_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}; got {self.device!r}")
+        if not 1 <= self.batch_size <= 1024:
+            raise ValueError(f"batch_size must be between 1 and 1024; got {self.batch_size}")
+        if self.model is not None:
+            object.__setattr__(self, "model", Path(self.model))
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationResult:
+    """Labels on the source grid plus everything the writers and the report need."""
+
+    labels: Volume
+    series: DicomSeries
+    model: ModelInfo
+    provider: str
+    measurements: Measurements
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
+        m = self.measurements
+        return {
+            "litseg_version": litseg_version(),
+            "series_instance_uid": self.series.series_instance_uid,
+            "study_instance_uid": self.series.study_instance_uid,
+            "slices": self.labels.shape_zyx[0],
+            "shape_zyx": list(self.labels.shape_zyx),
+            "spacing_mm": [round(s, 4) for s in self.labels.spacing_mm],
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "task": self.model.spec.task,
+                "classes": list(self.model.spec.class_names),
+            },
+            "provider": self.provider,
+            "liver_volume_ml": round(m.liver_volume_ml, 2),
+            "tumor_count": m.tumor_count,
+            "tumor_volume_ml": round(m.tumor_volume_ml, 3),
+            "tumor_burden_percent": round(m.tumor_burden_percent, 3),
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+        }
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def segment(
+    source: SeriesSource | DicomSeries,
+    config: RunConfig | None = None,
+    model: Model | None = None,
+    progress: ProgressCallback | None = None,
+) -> SegmentationResult:
+    """Segment the liver (and tumors) in one CT series.
+
+    Parameters
+    ----------
+    source
+        A folder, file(s) or pydicom datasets of one CT series, or an already read :class:`DicomSeries`.
+    config
+        Run settings; defaults to :class:`RunConfig()`.
+    model
+        A loaded model to reuse across calls; when ``None`` it is loaded from ``config.model``.
+    progress
+        Called as ``progress(stage, done, total)`` during inference.
+
+    Raises
+    ------
+    InputError, ModelError, DeviceError
+        See :mod:`litseg.runtime.errors`; each carries the CLI exit code.
+    """
+    config = config or RunConfig()
+    timer = _Timer()
+    if model is None:
+        with timer.stage("load_model"):
+            model = Model(config.model or default_model_path(), device=config.device)
+    with timer.stage("read"):
+        series = source if isinstance(source, DicomSeries) else read_series(source, config.series_uid)
+    with timer.stage("preprocess"):
+        model_input = preprocess(series.volume, model.spec)
+    with timer.stage("inference"):
+        probs = model.predict_volume(
+            model_input.image.array,  # type: ignore[arg-type]
+            batch_size=config.batch_size,
+            progress=(lambda done, total: progress("inference", done, total)) if progress else None,
+        )
+    with timer.stage("postprocess"):
+        labels = restore_labels(probs, model_input, series.volume)
+        del probs
+        labels = labels.with_array(clean_labels(labels.array, config.largest_component))  # type: ignore[arg-type]
+        measurements = measure(labels)
+    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings)
+
+
+def write_results(
+    result: SegmentationResult,
+    out_dir: str | Path,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the requested formats into ``out_dir`` atomically; returns the path of each file."""
+    unknown = sorted(set(formats) - set(OUTPUT_FILES))
+    if unknown or not formats:
+        raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
+    out_dir = Path(out_dir)
+    report = result.report()
+    timer = _Timer()
+
+    def write_all(tmp: Path) -> None:
+        algorithm = AlgorithmInfo(result.model.name, result.model.version)
+        if "seg" in formats:
+            with timer.stage("write_seg"):
+                seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
+                seg.save_as(tmp / OUTPUT_FILES["seg"])
+        if "nifti" in formats:
+            with timer.stage("write_nifti"):
+                write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
+        if "json" in formats:
+            report["timings_s"].update({k: round(v, 4) for k, v in timer.timings.items()})
+            report["outputs"] = [OUTPUT_FILES[f] for f in formats]
+            write_json(report, tmp / OUTPUT_FILES["json"])
+
+    try:
+        commit_folder(out_dir, write_all, overwrite=overwrite)
+    except LitsegError:
+        raise
+    except (ValueError, KeyError) as exc:  # highdicom rejects inconsistent source headers this way
+        raise OutputError(f"cannot build the DICOM outputs for {out_dir}: {exc}") from exc
+    result.timings_s.update(timer.timings)
+    return {f: out_dir / OUTPUT_FILES[f] for f in formats}

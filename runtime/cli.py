@@ -1,0 +1,116 @@
+"""``litseg-run``: segment a CT DICOM series from the command line (a thin layer over the API)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import errors
+from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, segment, write_results
+from .model import DEVICES
+
+EPILOG = f"""\
+outputs (in --out, written atomically): {", ".join(f"{k}={v}" for k, v in OUTPUT_FILES.items())}
+
+exit codes:
+  {errors.EXIT_OK}  success
+  {errors.EXIT_USAGE}  usage error (bad flags)
+  {errors.EXIT_BAD_INPUT}  bad input series (not found, no CT series, several series, gaps, tilt, ...)
+  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs)
+  {errors.EXIT_DEVICE}  requested device unusable (--device gpu without a usable CUDA GPU)
+  {errors.EXIT_OUTPUT}  results cannot be written (output folder not empty, permissions)
+  {errors.EXIT_INTERNAL} unexpected internal error (please report it)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litseg-run",
+        description="Segment the liver and liver tumors in a CT DICOM series; writes DICOM SEG, "
+        "a NIfTI label map and a JSON report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("series", type=Path, help="folder (searched recursively) or file of the CT series")
+    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: ./litseg-out/<SeriesInstanceUID>)"
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
+    parser.add_argument(
+        "--formats",
+        default=",".join(DEFAULT_FORMATS),
+        help=f"comma-separated outputs among {','.join(OUTPUT_FILES)} (default: %(default)s)",
+    )
+    parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the input holds several")
+    parser.add_argument("--batch-size", type=int, default=RunConfig.batch_size, help="slices per inference call")
+    parser.add_argument(
+        "--no-largest-component",
+        dest="largest_component",
+        action="store_false",
+        help="keep every liver component, not only the largest",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    return parser
+
+
+class _ProgressBar:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        print(f"\r{stage:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = sorted(set(formats) - set(OUTPUT_FILES))
+    if unknown or not formats:
+        parser.error(f"--formats: unknown {unknown or 'empty list'}; choose from {','.join(OUTPUT_FILES)}")
+    try:
+        config = RunConfig(
+            model=args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            largest_component=args.largest_component,
+            series_uid=args.series_uid,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        result = segment(args.series, config, progress=_ProgressBar(not args.quiet and sys.stderr.isatty()))
+        out_dir = args.out or Path("litseg-out") / result.series.series_instance_uid
+        paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
+    except errors.LitsegError as exc:
+        print(f"litseg-run: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("litseg-run: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        summary = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
+        summary["outputs"] = {f: str(p) for f, p in paths.items()}
+        print(json.dumps(summary, indent=2))
+    return errors.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Errors raised by litseg, chosen by what the caller can do about them.
+
+Every error carries the process exit code the CLI returns for it, so a PACS script can tell a bad
+series (fix the input) from a bad model (fix the install) without parsing messages.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_MODEL = 4
+EXIT_DEVICE = 5
+EXIT_OUTPUT = 6
+EXIT_INTERNAL = 70
+
+
+class LitsegError(Exception):
+    """Base of every error litseg raises on purpose."""
+
+    exit_code: int = EXIT_INTERNAL
+
+
+class InputError(LitsegError):
+    """The input series (or other input data) cannot be used as given; the user must fix the input."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelError(LitsegError):
+    """The model file is missing, unreadable, or lacks the metadata litseg needs."""
+
+    exit_code = EXIT_MODEL
+
+
+class DeviceError(LitsegError):
+    """The requested compute device cannot be used."""
+
+    exit_code = EXIT_DEVICE
+
+
+class OutputError(LitsegError):
+    """The results cannot be written where asked."""
+
+    exit_code = EXIT_OUTPUT

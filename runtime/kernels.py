@@ -1,0 +1,268 @@
+"""Numba kernels behind typed wrappers.
+
+The ``_..._kernel`` functions are jitted (cached on disk, parallel over slices where that pays); the
+public wrappers check dtype, shape and contiguity so that a kernel never sees an array it was not
+written for. These are the only preprocessing primitives: the training-set builder and inference both
+call them, so there is no train/serve skew.
+
+Resampling follows the pixel-centre convention (OpenCV, PIL, torch ``align_corners=False``): output
+pixel ``o`` samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5``. When shrinking, the triangle
+(bilinear) filter is widened by the scale factor, as PIL and torch ``antialias=True`` do, so that
+down-sampled CT does not alias its noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+_JIT = {"cache": True, "nogil": True}
+
+
+def _require(array: npt.NDArray[np.generic], name: str, ndim: int, dtypes: tuple[type, ...]) -> None:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array; got {type(array).__name__}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {array.shape}")
+    if array.dtype.type not in dtypes:
+        allowed = ", ".join(np.dtype(d).name for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({allowed}); got {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+
+
+# ----- reorientation -------------------------------------------------------------------------------
+@nb.njit(parallel=True, **_JIT)
+def _reorient_kernel(src, dst, transpose, flip_z, flip_y, flip_x):  # type: ignore[no-untyped-def]
+    nz, ny, nx = dst.shape
+    for zp in nb.prange(nz):
+        z = np.int64(zp)  # prange indices are unsigned; keep index arithmetic signed
+        sz = nz - 1 - z if flip_z else z
+        for y in range(ny):
+            yy = ny - 1 - y if flip_y else y
+            for x in range(nx):
+                xx = nx - 1 - x if flip_x else x
+                if transpose:
+                    dst[z, y, x] = src[sz, xx, yy]
+                else:
+                    dst[z, y, x] = src[sz, yy, xx]
+
+
+REORIENT_DTYPES: tuple[type, ...] = (np.float32, np.int16, np.uint8, np.uint16, np.int32, np.float64)
+
+
+def reorient(
+    array: npt.NDArray[np.generic], transpose: bool, flip_z: bool, flip_y: bool, flip_x: bool
+) -> npt.NDArray[np.generic]:
+    """Transpose rows/columns (first, if asked), then flip the given axes of a ``(z, y, x)`` array.
+
+    Returns a new C-contiguous array of the same dtype; shape ``(z, x, y)`` when transposed.
+    """
+    _require(array, "array", 3, REORIENT_DTYPES)
+    nz, ny, nx = array.shape
+    out_shape = (nz, nx, ny) if transpose else (nz, ny, nx)
+    out = np.empty(out_shape, dtype=array.dtype)
+    _reorient_kernel(array, out, transpose, flip_z, flip_y, flip_x)
+    return out
+
+
+# ----- resampling ----------------------------------------------------------------------------------
+def resample_weights(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Sparse 1-D resampling weights: output ``o`` = sum over ``t`` of ``w[o, t] * in[start[o] + t]``.
+
+    Triangle filter, widened by the scale when shrinking (anti-aliasing), renormalised at the borders
+    (equivalent to edge clamping when enlarging). Matches PIL's BILINEAR resize.
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"resample sizes must be >= 1; got n_in={n_in}, n_out={n_out}")
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    width = int(math.ceil(support)) * 2 + 1
+    starts = np.zeros(n_out, dtype=np.int64)
+    weights = np.zeros((n_out, width), dtype=np.float64)
+    for o in range(n_out):
+        centre = (o + 0.5) * scale  # in input pixel units, pixel p spans [p, p + 1)
+        lo = max(int(math.floor(centre - support)), 0)
+        hi = min(int(math.ceil(centre + support)), n_in)
+        taps = np.arange(lo, hi)
+        w = np.maximum(0.0, 1.0 - np.abs((taps + 0.5 - centre) / support))
+        total = w.sum()
+        w = w / total if total > 0 else w
+        starts[o] = lo
+        weights[o, : len(w)] = w
+    return starts, weights.astype(np.float32)
+
+
+@nb.njit(parallel=True, **_JIT)
+def _resample_kernel(src, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
+    nz, ny_in, nx_in = src.shape
+    _, ny, nx = dst.shape
+    ty = yw.shape[1]
+    tx = xw.shape[1]
+    for z in nb.prange(nz):
+        rows = np.empty((ny_in, nx), dtype=np.float32)
+        for y in range(ny_in):  # along x first
+            for o in range(nx):
+                acc = np.float32(0.0)
+                s = xs[o]
+                for t in range(tx):
+                    w = xw[o, t]
+                    if w != 0.0:
+                        acc += w * np.float32(src[z, y, s + t])
+                rows[y, o] = acc
+        for o in range(ny):  # then along y
+            s = ys[o]
+            for x in range(nx):
+                acc = np.float32(0.0)
+                for t in range(ty):
+                    w = yw[o, t]
+                    if w != 0.0:
+                        acc += w * rows[s + t, x]
+                dst[z, o, x] = acc
+
+
+def resample_slices(
+    array: npt.NDArray[np.generic], shape_yx: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """Resample every slice of a ``(z, y, x)`` array to ``shape_yx`` (anti-aliased bilinear), float32."""
+    _require(array, "array", 3, (np.float32, np.int16, np.uint8))
+    ny, nx = int(shape_yx[0]), int(shape_yx[1])
+    ys, yw = resample_weights(array.shape[1], ny)
+    xs, xw = resample_weights(array.shape[2], nx)
+    out = np.empty((array.shape[0], ny, nx), dtype=np.float32)
+    _resample_kernel(array, out, ys, yw, xs, xw)
+    return out
+
+
+@nb.njit(parallel=True, **_JIT)
+def _resample_argmax_kernel(probs, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
+    nb_, nc, ny_in, nx_in = probs.shape
+    _, ny, nx = dst.shape
+    ty = yw.shape[1]
+    tx = xw.shape[1]
+    for b in nb.prange(nb_):
+        rows = np.empty((nc, ny_in, nx), dtype=np.float32)
+        for c in range(nc):
+            for y in range(ny_in):
+                for o in range(nx):
+                    acc = np.float32(0.0)
+                    s = xs[o]
+                    for t in range(tx):
+                        w = xw[o, t]
+                        if w != 0.0:
+                            acc += w * probs[b, c, y, s + t]
+                    rows[c, y, o] = acc
+        for o in range(ny):
+            s = ys[o]
+            for x in range(nx):
+                best = np.float32(-np.inf)
+                label = 0
+                for c in range(nc):
+                    acc = np.float32(0.0)
+                    for t in range(ty):
+                        w = yw[o, t]
+                        if w != 0.0:
+                            acc += w * rows[c, s + t, x]
+                    if acc > best:  # strict: ties go to the lower class index, as np.argmax
+                        best = acc
+                        label = c
+                dst[b, o, x] = label
+
+
+def resample_argmax(probs: npt.NDArray[np.float32], shape_yx: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """Resample class probabilities ``(n, c, h, w)`` to ``shape_yx`` and take the argmax per pixel.
+
+    Interpolating probabilities (not labels) gives smooth, unbiased boundaries on the native grid.
+    Returns uint8 labels ``(n, *shape_yx)``.
+    """
+    _require(probs, "probs", 4, (np.float32,))
+    if probs.shape[1] > 255:
+        raise ValueError(f"at most 255 classes fit uint8 labels; got {probs.shape[1]}")
+    ny, nx = int(shape_yx[0]), int(shape_yx[1])
+    ys, yw = resample_weights(probs.shape[2], ny)
+    xs, xw = resample_weights(probs.shape[3], nx)
+    out = np.empty((probs.shape[0], ny, nx), dtype=np.uint8)
+    _resample_argmax_kernel(probs, out, ys, yw, xs, xw)
+    return out
+
+
+# ----- intensity -----------------------------------------------------------------------------------
+@nb.njit(parallel=True, **_JIT)
+def _window_kernel(src, dst, lo, hi):  # type: ignore[no-untyped-def]
+    scale = np.float32(1.0) / np.float32(hi - lo)
+    flat_src = src.reshape(-1)
+    flat_dst = dst.reshape(-1)
+    for n in nb.prange(flat_src.size):
+        v = min(max(np.float32(flat_src[n]), np.float32(lo)), np.float32(hi))
+        flat_dst[n] = (v - np.float32(lo)) * scale
+
+
+def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> npt.NDArray[np.float32]:
+    """Clip HU to ``window_hu = (lo, hi)`` and scale to [0, 1]; float32, same shape."""
+    _require(array, "array", array.ndim, (np.float32,))
+    lo, hi = float(window_hu[0]), float(window_hu[1])
+    if not hi > lo:
+        raise ValueError(f"window_hu must be (lo, hi) with hi > lo; got {window_hu}")
+    out = np.empty_like(array)
+    _window_kernel(array, out, lo, hi)
+    return out
+
+
+# ----- connected components ------------------------------------------------------------------------
+@nb.njit(**_JIT)
+def _label_kernel(mask, labels):  # type: ignore[no-untyped-def]
+    nz, ny, nx = mask.shape
+    stack = np.empty(mask.size, dtype=np.int64)
+    current = 0
+    for start in range(mask.size):
+        z0 = start // (ny * nx)
+        y0 = (start // nx) % ny
+        x0 = start % nx
+        if not mask[z0, y0, x0] or labels[z0, y0, x0] != 0:
+            continue
+        current += 1
+        labels[z0, y0, x0] = current
+        top = 0
+        stack[top] = start
+        top += 1
+        while top > 0:
+            top -= 1
+            p = stack[top]
+            z = p // (ny * nx)
+            y = (p // nx) % ny
+            x = p % nx
+            for d in range(6):
+                zz, yy, xx = z, y, x
+                if d == 0:
+                    zz -= 1
+                elif d == 1:
+                    zz += 1
+                elif d == 2:
+                    yy -= 1
+                elif d == 3:
+                    yy += 1
+                elif d == 4:
+                    xx -= 1
+                else:
+                    xx += 1
+                if zz < 0 or yy < 0 or xx < 0 or zz >= nz or yy >= ny or xx >= nx:
+                    continue
+                if mask[zz, yy, xx] and labels[zz, yy, xx] == 0:
+                    labels[zz, yy, xx] = current
+                    stack[top] = (zz * ny + yy) * nx + xx
+                    top += 1
+    return current
+
+
+def label_components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], int]:
+    """Label the 6-connected components of a boolean ``(z, y, x)`` mask (as ``scipy.ndimage.label``).
+
+    Returns ``(labels, count)``: int32 labels 1..count in scan order, 0 outside the mask.
+    """
+    _require(mask, "mask", 3, (np.bool_,))
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    count = int(_label_kernel(mask, labels))
+    return labels, count

@@ -1,0 +1,207 @@
+"""Loading an ONNX segmentation model and running it through onnxruntime.
+
+The model metadata contract (see docs/architecture.md): the ONNX ``metadata_props`` hold
+``litseg.preprocess_spec`` (JSON :class:`~litseg.runtime.spec.PreprocessSpec`), ``litseg.model_name``
+and ``litseg.model_version``. One float32 input ``(batch, 1, h, w)``, one float32 output
+``(batch, classes, h, w)`` holding softmax probabilities.
+
+Providers: ``onnxruntime-gpu`` lists CUDA and TensorRT as *available* even on machines without a GPU,
+and then logs a loud error and silently runs on the CPU. So CUDA is only requested after the CUDA
+driver reports a device, and the provider that really runs is read back from ``get_providers()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from .errors import DeviceError, ModelError
+from .spec import SPEC_METADATA_KEY, PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+NAME_METADATA_KEY = "litseg.model_name"
+VERSION_METADATA_KEY = "litseg.model_version"
+Device = Literal["auto", "gpu", "cpu"]
+DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model says about itself (from its ONNX metadata)."""
+
+    name: str
+    version: str
+    spec: PreprocessSpec
+    path: Path
+    metadata: dict[str, str]
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports (0 without a driver or GPU); never raises."""
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    try:
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+    except AttributeError:
+        return 0
+    return int(count.value)
+
+
+def _tensorrt_present() -> bool:
+    return any(
+        _loadable(name) for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so")
+    )
+
+
+def _loadable(name: str) -> bool:
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+def choose_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
+    """Execution providers to request for ``device`` (``auto``, ``gpu`` or ``cpu``)."""
+    if device not in DEVICES:
+        raise DeviceError(f"device must be one of {DEVICES}; got {device!r}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    gpus = cuda_device_count() if "CUDAExecutionProvider" in available else 0
+    if gpus == 0:
+        if device == "gpu":
+            raise DeviceError(
+                "device 'gpu' was requested but no usable CUDA GPU was found (onnxruntime providers: "
+                f"{available}, CUDA devices: 0); install the NVIDIA driver and onnxruntime-gpu, or use "
+                "--device cpu"
+            )
+        return ["CPUExecutionProvider"]
+    if hasattr(ort, "preload_dlls"):
+        try:  # loads CUDA/cuDNN from the nvidia-* pip packages when they are installed
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - best effort; the session check below decides
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    providers: list[str | tuple[str, dict[str, str]]] = []
+    if "TensorrtExecutionProvider" in available and _tensorrt_present():
+        cache = Path(os.environ.get("LITSEG_TRT_CACHE", Path.home() / ".cache" / "litseg" / "tensorrt"))
+        providers.append(
+            ("TensorrtExecutionProvider", {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)})
+        )
+    providers += ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return providers
+
+
+def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [k for k in (SPEC_METADATA_KEY, NAME_METADATA_KEY, VERSION_METADATA_KEY) if k not in meta]
+    if missing:
+        raise ModelError(
+            f"model {path} lacks the litseg metadata {missing} (found keys: {sorted(meta) or 'none'}); "
+            "export it with litseg-export, which writes the preprocessing spec and class names"
+        )
+    try:
+        spec = PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"model {path} has an invalid {SPEC_METADATA_KEY}: {exc}") from exc
+    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta)
+
+
+class Model:
+    """An ONNX segmentation model bound to an execution provider.
+
+    Parameters
+    ----------
+    path
+        ``.onnx`` file with litseg metadata.
+    device
+        ``auto`` (GPU when usable, else CPU), ``gpu`` (error when no GPU is usable) or ``cpu``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}; pass --model PATH to an .onnx file")
+        providers = choose_providers(device)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; provider fallback is reported by us below
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt models
+            raise ModelError(f"cannot load model {self.path}: {exc}") from exc
+        self.info = _read_info(self._session, self.path)
+        self.provider = self._session.get_providers()[0]
+        if device == "gpu" and self.provider == "CPUExecutionProvider":
+            raise DeviceError(
+                "device 'gpu' was requested but onnxruntime could not start CUDA (missing CUDA/cuDNN "
+                "libraries?); install them (pip install 'onnxruntime-gpu[cuda,cudnn]') or use --device cpu"
+            )
+        if device == "auto" and len(providers) > 1 and self.provider == "CPUExecutionProvider":
+            log.warning("a CUDA GPU is present but onnxruntime could not use it; running on the CPU")
+        self._check_io()
+        log.info("model %s %s on %s", self.info.name, self.info.version, self.provider)
+
+    def _check_io(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"model {self.path} must have one input and one output; got {len(inputs)} and {len(outputs)}"
+            )
+        shape = inputs[0].shape
+        if len(shape) != 4 or inputs[0].type != "tensor(float)":
+            raise ModelError(
+                f"model {self.path} input must be float32 (batch, 1, h, w); got {inputs[0].type} {shape}"
+            )
+        self._input_name = inputs[0].name
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return self.info.spec
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities for a batch ``(n, 1, h, w)`` float32 -> ``(n, classes, h, w)`` float32."""
+        if batch.ndim != 4 or batch.shape[1] != 1 or batch.dtype != np.float32:
+            raise ValueError(f"batch must be float32 (n, 1, h, w); got {batch.dtype} {batch.shape}")
+        (out,) = self._session.run(None, {self._input_name: np.ascontiguousarray(batch)})
+        probs = np.asarray(out, dtype=np.float32)
+        expected = (batch.shape[0], self.spec.num_classes, *batch.shape[2:])
+        if probs.shape != expected:
+            raise ModelError(
+                f"model {self.path} returned shape {probs.shape}; expected {expected} "
+                f"({self.spec.num_classes} classes {self.spec.class_names})"
+            )
+        return probs
+
+    def predict_volume(
+        self,
+        image: npt.NDArray[np.float32],
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Run every slice of ``(z, h, w)`` in batches; returns ``(z, classes, h, w)`` probabilities."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        nz = image.shape[0]
+        out = np.empty((nz, self.spec.num_classes, *image.shape[1:]), dtype=np.float32)
+        for start in range(0, nz, batch_size):
+            stop = min(start + batch_size, nz)
+            out[start:stop] = self.predict(np.ascontiguousarray(image[start:stop, None], dtype=np.float32))
+            if progress is not None:
+                progress(stop, nz)
+        return out

@@ -1,0 +1,65 @@
+"""Label clean-up and the measurements that go into the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from . import kernels
+from .volume import Volume
+
+LIVER = 1
+TUMOR = 2
+
+
+def clean_labels(labels: npt.NDArray[np.uint8], largest_component: bool = True) -> npt.NDArray[np.uint8]:
+    """Keep tumor only inside the liver and, optionally, only the largest liver component.
+
+    The organ is liver plus tumor (a tumor is part of the liver). Organ components without any liver
+    voxel (tumor floating outside the liver) are removed; with ``largest_component`` only the largest
+    organ component is kept (6-connectivity). Returns a new uint8 array.
+    """
+    organ = np.ascontiguousarray(labels > 0)
+    components, count = kernels.label_components(organ)
+    if count == 0:
+        return labels.copy()
+    flat = components.ravel()
+    sizes = np.bincount(flat, minlength=count + 1)
+    liver_voxels = np.bincount(flat, weights=(labels.ravel() == LIVER), minlength=count + 1)
+    keep = liver_voxels > 0
+    keep[0] = False
+    if largest_component and keep.any():
+        best = int(np.argmax(np.where(keep, sizes, -1)))
+        keep[:] = False
+        keep[best] = True
+    out = np.where(keep[components], labels, 0).astype(np.uint8)
+    return out
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Volumes in millilitres, computed on the native grid."""
+
+    liver_volume_ml: float
+    tumor_count: int
+    tumor_volume_ml: float
+
+    @property
+    def tumor_burden_percent(self) -> float:
+        """Tumor volume as a percentage of the whole liver (liver parenchyma plus tumor)."""
+        total = self.liver_volume_ml + self.tumor_volume_ml
+        return 100.0 * self.tumor_volume_ml / total if total > 0 else 0.0
+
+
+def measure(labels: Volume) -> Measurements:
+    """Liver volume (parenchyma, without tumor), number of tumors (6-connected) and tumor volume."""
+    array = np.asarray(labels.array)
+    voxel_ml = labels.voxel_volume_ml
+    _, tumor_count = kernels.label_components(np.ascontiguousarray(array == TUMOR))
+    return Measurements(
+        liver_volume_ml=float(np.count_nonzero(array == LIVER) * voxel_ml),
+        tumor_count=tumor_count,
+        tumor_volume_ml=float(np.count_nonzero(array == TUMOR) * voxel_ml),
+    )

@@ -1,0 +1,166 @@
+"""Writing results: DICOM SEG (highdicom), NIfTI label map, JSON report; all atomically.
+
+Every file is first written into a hidden temporary folder beside the destination, which is renamed
+into place only when all requested outputs were written: a crash leaves no half-written results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from .errors import OutputError
+from .series import DicomSeries
+from .volume import Volume, lps_to_ras
+
+log = logging.getLogger(__name__)
+
+SOFTWARE_NAME = "litseg"
+
+
+@dataclass(frozen=True)
+class SegmentCode:
+    label: str
+    category: Code
+    type: Code
+    anatomic_region: Code | None
+    color_rgb: tuple[int, int, int]
+
+
+#: Segment codes by class name (SNOMED CT), as the issue and DICOM CID 7150/7151 prescribe.
+SEGMENT_CODES: dict[str, SegmentCode] = {
+    "liver": SegmentCode(
+        "Liver",
+        Code("123037004", "SCT", "Anatomical Structure"),
+        Code("10200004", "SCT", "Liver"),
+        None,
+        (221, 130, 101),
+    ),
+    "tumor": SegmentCode(
+        "Liver tumor",
+        Code("49755003", "SCT", "Morphologically Altered Structure"),
+        Code("108369006", "SCT", "Neoplasm"),
+        Code("10200004", "SCT", "Liver"),
+        (255, 255, 0),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    name: str
+    version: str
+
+
+def build_seg(
+    labels: Volume, series: DicomSeries, class_names: tuple[str, ...], algorithm: AlgorithmInfo
+) -> hd.seg.Segmentation:
+    """A DICOM Segmentation (binary) of ``labels`` referencing every instance of ``series``.
+
+    Label value ``n`` becomes segment number ``n`` named after ``class_names[n]``; frames are aligned
+    one-to-one with the source slices (``labels`` must be on the series' own grid).
+    """
+    if labels.shape_zyx != series.volume.shape_zyx or not np.allclose(
+        labels.affine_lps, series.volume.affine_lps, atol=1e-4
+    ):
+        raise ValueError("labels must be on the source series' grid to be written as DICOM SEG")
+    algo_id = hd.AlgorithmIdentificationSequence(
+        name=algorithm.name, version=algorithm.version, family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = []
+    for number, name in enumerate(class_names[1:], start=1):
+        code = SEGMENT_CODES[name]
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=code.label,
+                segmented_property_category=code.category,
+                segmented_property_type=code.type,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algo_id,
+                anatomic_regions=[code.anatomic_region] if code.anatomic_region else None,
+                display_color=hd.color.CIELabColor.from_rgb(*code.color_rgb)
+                if hasattr(hd.color.CIELabColor, "from_rgb")
+                else None,
+            )
+        )
+    source = series.headers
+    return hd.seg.Segmentation(
+        source_images=list(source),
+        pixel_array=np.asarray(labels.array, dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=int(source[0].get("SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=SOFTWARE_NAME,
+        manufacturer_model_name=algorithm.name,
+        software_versions=algorithm.version,
+        device_serial_number="0",
+        content_label="LITSEG",
+        content_description=f"{algorithm.name} {algorithm.version} automatic liver segmentation"[:64],
+        series_description=f"litseg {algorithm.name}"[:64],
+    )
+
+
+def write_nifti(labels: Volume, path: Path) -> None:
+    """A NIfTI-1 label map: array (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner."""
+    array = np.ascontiguousarray(np.asarray(labels.array).transpose(2, 1, 0))
+    image = nib.Nifti1Image(array.astype(np.uint8), lps_to_ras(labels.affine_lps))
+    image.header.set_xyzt_units("mm")
+    image.set_sform(image.affine, code=1)
+    image.set_qform(image.affine, code=1)
+    nib.save(image, str(path))
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def commit_folder(out_dir: Path, write: Callable[[Path], None], overwrite: bool = False) -> None:
+    """Run ``write(tmp)`` into a temporary folder, then move it to ``out_dir`` in one rename.
+
+    An existing non-empty ``out_dir`` is an error unless ``overwrite``; then it is replaced only after
+    the new results are complete.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output path {out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputError(
+            f"output folder {out_dir} already holds files; choose another --out or pass --overwrite"
+        )
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder next to {out_dir}: {exc}") from exc
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write results to {out_dir}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
