@@ -191,7 +191,9 @@ def write_results(
     """Write the requested formats into ``out_dir`` atomically; returns the path of each file."""
     unknown = sorted(set(formats) - set(OUTPUT_FILES))
     if unknown or not formats:
-        raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
+        raise OutputError(
+            f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}"
+        )
     out_dir = Path(out_dir)
     report = result.report()
     timer = _Timer()

@@ -51,9 +51,9 @@ class Reorientation:
             np.ascontiguousarray(array), self.transpose, self.flip_z, self.flip_y, self.flip_x
         )
 
-    def apply_affine(self, affine_lps: npt.NDArray[np.float64], shape_zyx: tuple[int, int, int]) -> (
-        npt.NDArray[np.float64]
-    ):
+    def apply_affine(
+        self, affine_lps: npt.NDArray[np.float64], shape_zyx: tuple[int, int, int]
+    ) -> npt.NDArray[np.float64]:
         """The affine of the reoriented array, given the affine and shape of the input array."""
         affine = np.array(affine_lps, dtype=np.float64)
         nz, ny, nx = shape_zyx

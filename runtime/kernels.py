@@ -19,8 +19,6 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-_JIT = {"cache": True, "nogil": True}
-
 
 def _require(array: npt.NDArray[np.generic], name: str, ndim: int, dtypes: tuple[type, ...]) -> None:
     if not isinstance(array, np.ndarray):
@@ -35,7 +33,7 @@ def _require(array: npt.NDArray[np.generic], name: str, ndim: int, dtypes: tuple
 
 
 # ----- reorientation -------------------------------------------------------------------------------
-@nb.njit(parallel=True, **_JIT)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _reorient_kernel(src, dst, transpose, flip_z, flip_y, flip_x):  # type: ignore[no-untyped-def]
     nz, ny, nx = dst.shape
     for zp in nb.prange(nz):
@@ -80,13 +78,13 @@ def resample_weights(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.
         raise ValueError(f"resample sizes must be >= 1; got n_in={n_in}, n_out={n_out}")
     scale = n_in / n_out
     support = max(scale, 1.0)
-    width = int(math.ceil(support)) * 2 + 1
+    width = math.ceil(support) * 2 + 1
     starts = np.zeros(n_out, dtype=np.int64)
     weights = np.zeros((n_out, width), dtype=np.float64)
     for o in range(n_out):
         centre = (o + 0.5) * scale  # in input pixel units, pixel p spans [p, p + 1)
-        lo = max(int(math.floor(centre - support)), 0)
-        hi = min(int(math.ceil(centre + support)), n_in)
+        lo = max(math.floor(centre - support), 0)
+        hi = min(math.ceil(centre + support), n_in)
         taps = np.arange(lo, hi)
         w = np.maximum(0.0, 1.0 - np.abs((taps + 0.5 - centre) / support))
         total = w.sum()
@@ -96,9 +94,9 @@ def resample_weights(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.
     return starts, weights.astype(np.float32)
 
 
-@nb.njit(parallel=True, **_JIT)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _resample_kernel(src, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
-    nz, ny_in, nx_in = src.shape
+    nz, ny_in, _ = src.shape
     _, ny, nx = dst.shape
     ty = yw.shape[1]
     tx = xw.shape[1]
@@ -124,9 +122,7 @@ def _resample_kernel(src, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
                 dst[z, o, x] = acc
 
 
-def resample_slices(
-    array: npt.NDArray[np.generic], shape_yx: tuple[int, int]
-) -> npt.NDArray[np.float32]:
+def resample_slices(array: npt.NDArray[np.generic], shape_yx: tuple[int, int]) -> npt.NDArray[np.float32]:
     """Resample every slice of a ``(z, y, x)`` array to ``shape_yx`` (anti-aliased bilinear), float32."""
     _require(array, "array", 3, (np.float32, np.int16, np.uint8))
     ny, nx = int(shape_yx[0]), int(shape_yx[1])
@@ -137,9 +133,9 @@ def resample_slices(
     return out
 
 
-@nb.njit(parallel=True, **_JIT)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _resample_argmax_kernel(probs, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
-    nb_, nc, ny_in, nx_in = probs.shape
+    nb_, nc, ny_in, _ = probs.shape
     _, ny, nx = dst.shape
     ty = yw.shape[1]
     tx = xw.shape[1]
@@ -190,7 +186,7 @@ def resample_argmax(probs: npt.NDArray[np.float32], shape_yx: tuple[int, int]) -
 
 
 # ----- intensity -----------------------------------------------------------------------------------
-@nb.njit(parallel=True, **_JIT)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _window_kernel(src, dst, lo, hi):  # type: ignore[no-untyped-def]
     scale = np.float32(1.0) / np.float32(hi - lo)
     flat_src = src.reshape(-1)
@@ -212,7 +208,7 @@ def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> np
 
 
 # ----- connected components ------------------------------------------------------------------------
-@nb.njit(**_JIT)
+@nb.njit(cache=True, nogil=True)
 def _label_kernel(mask, labels):  # type: ignore[no-untyped-def]
     nz, ny, nx = mask.shape
     stack = np.empty(mask.size, dtype=np.int64)

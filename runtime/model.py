@@ -64,9 +64,7 @@ def cuda_device_count() -> int:
 
 
 def _tensorrt_present() -> bool:
-    return any(
-        _loadable(name) for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so")
-    )
+    return any(_loadable(name) for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"))
 
 
 def _loadable(name: str) -> bool:
@@ -96,13 +94,16 @@ def choose_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     if hasattr(ort, "preload_dlls"):
         try:  # loads CUDA/cuDNN from the nvidia-* pip packages when they are installed
             ort.preload_dlls()
-        except Exception as exc:  # noqa: BLE001 - best effort; the session check below decides
+        except Exception as exc:
             log.debug("onnxruntime.preload_dlls failed: %s", exc)
     providers: list[str | tuple[str, dict[str, str]]] = []
     if "TensorrtExecutionProvider" in available and _tensorrt_present():
         cache = Path(os.environ.get("LITSEG_TRT_CACHE", Path.home() / ".cache" / "litseg" / "tensorrt"))
         providers.append(
-            ("TensorrtExecutionProvider", {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)})
+            (
+                "TensorrtExecutionProvider",
+                {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)},
+            )
         )
     providers += ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return providers

@@ -64,9 +64,7 @@ def preprocess(volume: Volume, spec: PreprocessSpec) -> ModelInput:
     )
 
 
-def restore_labels(
-    probs: npt.NDArray[np.float32], model_input: ModelInput, native: Volume
-) -> Volume:
+def restore_labels(probs: npt.NDArray[np.float32], model_input: ModelInput, native: Volume) -> Volume:
     """Map per-slice class probabilities back to labels on the native grid and orientation.
 
     Parameters

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +41,7 @@ SPACING_TOLERANCE = 0.05
 #: Tolerance (mm) on in-plane drift between consecutive slice positions (gantry tilt / shear).
 SHEAR_TOLERANCE_MM = 0.05
 
-SeriesSource = Union[str, os.PathLike[str], Sequence[Union[str, os.PathLike[str]]], Sequence[Dataset]]
+SeriesSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Dataset]
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,11 +83,14 @@ def _iter_files(source: SeriesSource) -> Iterable[_Candidate]:
         yield from _read_paths(paths)
         return
     items = list(source)
-    if items and all(isinstance(item, Dataset) for item in items):
-        for n, ds in enumerate(items):
-            yield _Candidate(ds, f"<dataset {n}>")  # type: ignore[arg-type]
+    datasets = [item for item in items if isinstance(item, Dataset)]
+    if items and len(datasets) == len(items):
+        for n, ds in enumerate(datasets):
+            yield _Candidate(ds, f"<dataset {n}>")
         return
-    yield from _read_paths([Path(p) for p in items])  # type: ignore[arg-type]
+    if datasets:
+        raise InputError("pass either file paths or pydicom datasets, not a mix of both")
+    yield from _read_paths([Path(p) for p in items if not isinstance(p, Dataset)])
 
 
 def _read_paths(paths: Sequence[Path]) -> Iterable[_Candidate]:
@@ -162,7 +165,7 @@ def _describe(by_series: dict[str, list[_Candidate]]) -> str:
     return "; ".join(parts)
 
 
-def _check_uniform(cands: list[_Candidate], keyword: str, convert: Callable[[object], object]) -> None:
+def _check_uniform(cands: list[_Candidate], keyword: str, convert: Callable[[Any], object]) -> None:
     values = Counter(convert(c.dataset.get(keyword)) for c in cands)
     if len(values) > 1:
         raise InputError(
@@ -180,11 +183,13 @@ def _orientation(cands: list[_Candidate]) -> npt.NDArray[np.float64]:
         )
     iop = iops[0]
     row_dir, col_dir = iop[:3], iop[3:]
-    if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 or abs(
-        float(row_dir @ col_dir)
-    ) > 1e-3:
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-3
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+        or abs(float(row_dir @ col_dir)) > 1e-3
+    ):
         raise InputError(f"ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors")
-    return iop
+    return np.asarray(iop, dtype=np.float64)
 
 
 def _sort_and_space(
@@ -249,6 +254,9 @@ def _header_only(ds: Dataset) -> Dataset:
             header.add(elem)
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
+    if "SpecificCharacterSet" in header and not header.SpecificCharacterSet:
+        # An empty value (seen in GE files) means the default repertoire; writers reject ''.
+        del header.SpecificCharacterSet
     return header
 
 
@@ -276,7 +284,7 @@ def read_series(source: SeriesSource, series_uid: str | None = None) -> DicomSer
     cands = _choose_series(_iter_files(source), series_uid)
     _check_uniform(cands, "Rows", int)
     _check_uniform(cands, "Columns", int)
-    _check_uniform(cands, "PixelSpacing", lambda v: tuple(round(float(x), 4) for x in v))  # type: ignore[attr-defined]
+    _check_uniform(cands, "PixelSpacing", lambda v: tuple(round(float(x), 4) for x in v))
     _check_uniform(cands, "FrameOfReferenceUID", str)
     iop = _orientation(cands)
     cands, step = _sort_and_space(cands, iop)

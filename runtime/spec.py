@@ -59,9 +59,8 @@ class PreprocessSpec:
         if self.task not in TASK_CLASSES:
             raise ValueError(f"task must be one of {sorted(TASK_CLASSES)}; got {self.task!r}")
         if self.class_names != TASK_CLASSES[self.task]:
-            raise ValueError(
-                f"class_names for task {self.task!r} must be {TASK_CLASSES[self.task]}; got {self.class_names}"
-            )
+            expected = TASK_CLASSES[self.task]
+            raise ValueError(f"class_names for task {self.task!r} must be {expected}; got {self.class_names}")
         if len(self.window_hu) != 2 or not self.window_hu[1] > self.window_hu[0]:
             raise ValueError(f"window_hu must be (lo, hi) with hi > lo; got {self.window_hu}")
         if len(self.target_shape_yx) != 2 or min(self.target_shape_yx) < 16:

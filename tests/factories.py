@@ -23,7 +23,7 @@ from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 # ----- the world phantom --------------------------------------------------------------------------
 BODY_HU = -60.0
 LIVER_HU = 100.0
-TUMOR_HU = 30.0
+TUMOR_HU = 170.0  # hyperdense, so liver-body partial volume never looks like tumor
 #: Liver on the patient's right (LPS x < 0), anterior (y < 0), upper (z > 0): asymmetric on every axis.
 LIVER_CENTER_LPS = np.array([-60.0, -25.0, 8.0])
 LIVER_RADII_MM = np.array([45.0, 40.0, 30.0])
@@ -97,8 +97,11 @@ class SeriesOptions:
     study_uid: str | None = None
 
 
-def make_series(geometry: SeriesGeometry = SeriesGeometry(), options: SeriesOptions = SeriesOptions(),
-                hu: np.ndarray | None = None) -> list[Dataset]:
+def make_series(
+    geometry: SeriesGeometry = SeriesGeometry(),
+    options: SeriesOptions = SeriesOptions(),
+    hu: np.ndarray | None = None,
+) -> list[Dataset]:
     """A CT series as pydicom datasets (one per slice, in slice order), pixels sampled from the phantom."""
     if hu is None:
         hu = phantom_hu(geometry.world_grid())
@@ -107,8 +110,12 @@ def make_series(geometry: SeriesGeometry = SeriesGeometry(), options: SeriesOpti
     info = np.iinfo(dtype)
     stored = np.clip(stored, info.min, info.max).astype(dtype)
     if options.padding_value is not None:
-        outside = geometry.world_grid()[..., 0] ** 2 + geometry.world_grid()[..., 1] ** 2 > 140.0**2
-        stored[outside] = options.padding_value
+        # outside the scan field: the corners beyond the circle inscribed in the image
+        j, i = np.mgrid[: geometry.rows, : geometry.columns]
+        r = ((j - (geometry.rows - 1) / 2) / (geometry.rows / 2)) ** 2 + (
+            (i - (geometry.columns - 1) / 2) / (geometry.columns / 2)
+        ) ** 2
+        stored[:, r > 1.0] = options.padding_value
     series_uid = options.series_uid or generate_uid()
     study_uid = options.study_uid or generate_uid()
     frame_uid = options.frame_uid or generate_uid()
@@ -142,7 +149,9 @@ def make_series(geometry: SeriesGeometry = SeriesGeometry(), options: SeriesOpti
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = geometry.slices - k  # deliberately not the spatial order
         ds.ImagePositionPatient = [f"{v:.6f}" for v in a[:3, :3] @ [0, 0, k] + a[:3, 3]]
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*geometry.row_direction, *geometry.column_direction)]
+        ds.ImageOrientationPatient = [
+            f"{v:.6f}" for v in (*geometry.row_direction, *geometry.column_direction)
+        ]
         ds.PixelSpacing = [f"{v:.6f}" for v in geometry.pixel_spacing_mm]
         ds.SliceThickness = f"{geometry.slice_spacing_mm * 1.25:.3f}"  # thickness != spacing on purpose
         ds.KVP = "120"
@@ -187,8 +196,14 @@ def _hu_to_unit(hu: float, spec: PreprocessSpec) -> float:
     return (hu - lo) / (hi - lo)
 
 
-def make_intensity_model(path: Path, spec: PreprocessSpec | None = None, *, metadata: bool = True,
-                         name: str = "test-intensity", version: str = "0.0.1") -> Path:
+def make_intensity_model(
+    path: Path,
+    spec: PreprocessSpec | None = None,
+    *,
+    metadata: bool = True,
+    name: str = "test-intensity",
+    version: str = "0.0.1",
+) -> Path:
     """A real ONNX model that labels pixels by intensity: liver near LIVER_HU, tumor near TUMOR_HU.
 
     Logits: background 0; class c: 4 - ((x - mu_c) / 0.03)^2 with mu_c the normalised class HU;

@@ -1,0 +1,49 @@
+# litseg developer commands. The README's two set-up commands are `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck test-gpu test-slow bench clean
+
+# A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default: a synthetic DICOM series through litseg-run.
+demo: $(STAMP)
+	$(BIN)/python -m litseg.runtime.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' editable-install import hook, so it reads the packages through a
+# link tree that gives them their import names (litseg.runtime -> runtime/, ...).
+typecheck: $(STAMP)
+	mkdir -p build/typecheck/litseg
+	ln -sfn ../../../runtime build/typecheck/litseg/runtime
+	ln -sfn ../../../train build/typecheck/litseg/train
+	ln -sfn ../../../export build/typecheck/litseg/export
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p litseg.runtime
+
+test: lint typecheck
+	$(BIN)/python -m pytest -m "not gpu and not slow"
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+# Benchmarks with timing on (the test run executes each benchmark once, untimed).
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=build/benchmarks.json
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,209 @@
+"""CT DICOM series in, SEG + NIfTI + JSON out: geometry checked in world coordinates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from litseg.runtime import RunConfig, segment, write_results
+from litseg.runtime.cli import main
+from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OUTPUT, EXIT_USAGE
+from tests.factories import (
+    LIVER_CENTER_LPS,
+    TUMOR_CENTER_LPS,
+    SeriesGeometry,
+    make_series,
+    phantom_labels,
+    write_series,
+)
+
+ORIENTATIONS = {
+    "standard": ((1, 0, 0), (0, 1, 0), 1.0),
+    "mirrored-x": ((-1, 0, 0), (0, 1, 0), 1.0),
+    "flipped-y": ((1, 0, 0), (0, -1, 0), 1.0),
+    "rotated-180": ((-1, 0, 0), (0, -1, 0), 1.0),
+    "transposed": ((0, 1, 0), (1, 0, 0), 1.0),
+    "transposed-neg": ((0, -1, 0), (1, 0, 0), 1.0),
+}
+
+
+def _geometry(row_dir, col_dir, sign) -> SeriesGeometry:  # type: ignore[no-untyped-def]
+    return SeriesGeometry(
+        rows=72,
+        columns=80,
+        slices=10,
+        pixel_spacing_mm=(3.2, 3.5),
+        slice_spacing_mm=5.0 * sign,
+        row_direction=row_dir,
+        column_direction=col_dir,
+        center_lps=(-20.0, -5.0, 10.0),
+    )
+
+
+def _world_centroid_from_seg(seg_path: Path, segment_number: int) -> np.ndarray:
+    seg = hd.seg.segread(seg_path)
+    frames = seg.pixel_array
+    points = []
+    row_dir = np.array(
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient[:3], float
+    )
+    col_dir = np.array(
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient[3:], float
+    )
+    spacing = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
+    for n, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        if int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != segment_number:
+            continue
+        ipp = np.array(fg.PlanePositionSequence[0].ImagePositionPatient, float)
+        j, i = np.nonzero(frames[n])
+        points.append(ipp + np.outer(i * spacing[1], row_dir) + np.outer(j * spacing[0], col_dir))
+    return np.concatenate(points).mean(0)
+
+
+def _world_centroid_from_nifti(path: Path, label: int) -> np.ndarray:
+    image = nib.load(str(path))
+    ijk = np.argwhere(np.asarray(image.dataobj) == label)
+    ras = ijk @ image.affine[:3, :3].T + image.affine[:3, 3]
+    return ras.mean(0) * np.array([-1.0, -1.0, 1.0])  # RAS -> LPS
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_geometry_round_trip_in_seg_and_nifti(name: str, tmp_path: Path, tumor_model: Path) -> None:
+    geo = _geometry(*ORIENTATIONS[name])
+    datasets = make_series(geo)
+    write_series(datasets, tmp_path / "in")
+    result = segment(tmp_path / "in", RunConfig(model=tumor_model, device="cpu"))
+    truth = phantom_labels(geo.world_grid())
+    assert (result.labels.array == truth).mean() > 0.99  # boundary voxels blur through 64x64
+    paths = write_results(result, tmp_path / "out")
+    grid = geo.world_grid()
+    for label, name_ in ((1, "liver"), (2, "tumor")):
+        expected = grid[truth == label].mean(0)
+        seg_centroid = _world_centroid_from_seg(paths["seg"], label)
+        nifti_centroid = _world_centroid_from_nifti(paths["nifti"], label)
+        np.testing.assert_allclose(seg_centroid, expected, atol=1.0, err_msg=f"{name_} in SEG")
+        np.testing.assert_allclose(nifti_centroid, expected, atol=1.0, err_msg=f"{name_} in NIfTI")
+    # the phantom itself is asymmetric: liver on the patient's right (LPS x < 0), anterior, upper
+    liver = grid[truth == 1].mean(0)
+    assert liver[0] < -40
+    assert liver[1] < -10
+    assert np.linalg.norm(grid[truth == 2].mean(0) - TUMOR_CENTER_LPS) < 3
+    assert np.linalg.norm(grid[truth > 0].mean(0) - LIVER_CENTER_LPS) < 8
+
+
+def test_seg_references_every_source_instance_and_frames_sit_on_source_positions(
+    tmp_path: Path, tumor_model: Path
+) -> None:
+    geo = _geometry(*ORIENTATIONS["mirrored-x"])
+    datasets = make_series(geo)
+    result = segment(datasets, RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("seg",))
+    seg = pydicom.dcmread(paths["seg"])
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced == {str(ds.SOPInstanceUID) for ds in datasets}
+    assert seg.FrameOfReferenceUID == datasets[0].FrameOfReferenceUID
+    assert seg.PatientID == datasets[0].PatientID and seg.StudyInstanceUID == datasets[0].StudyInstanceUID
+    source_positions = {tuple(round(float(v), 3) for v in ds.ImagePositionPatient) for ds in datasets}
+    for fg in seg.PerFrameFunctionalGroupsSequence:
+        ipp = tuple(round(float(v), 3) for v in fg.PlanePositionSequence[0].ImagePositionPatient)
+        assert ipp in source_positions
+    labels = {
+        int(s.SegmentNumber): (
+            s.SegmentLabel,
+            s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+            s.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+            s.SegmentAlgorithmType,
+        )
+        for s in seg.SegmentSequence
+    }
+    assert labels == {
+        1: ("Liver", "10200004", "123037004", "AUTOMATIC"),
+        2: ("Liver tumor", "108369006", "49755003", "AUTOMATIC"),
+    }
+
+
+def test_seg_on_the_real_ct_references_its_three_instances(
+    real_ct: Path, tmp_path: Path, tumor_model: Path
+) -> None:
+    result = segment(real_ct / "dicom", RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("seg", "json"))
+    seg = pydicom.dcmread(paths["seg"])
+    referenced = [
+        str(i.ReferencedSOPInstanceUID)
+        for s in seg.ReferencedSeriesSequence
+        for i in s.ReferencedInstanceSequence
+    ]
+    sources = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+        for f in (real_ct / "dicom").glob("*.dcm")
+    }
+    assert sorted(referenced) == sorted(sources)
+    report = json.loads(paths["json"].read_text())
+    assert report["slices"] == 3 and report["provider"] == "CPUExecutionProvider"
+
+
+def test_cli_writes_all_outputs_and_leaves_the_input_untouched(
+    tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_series(make_series(_geometry(*ORIENTATIONS["standard"])), tmp_path / "in")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
+    code = main(
+        [str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tumor_count"] == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "labels.nii.gz",
+        "report.json",
+        "segmentation.dcm",
+    ]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["timings_s"]) >= {"read", "preprocess", "inference", "postprocess", "write_seg"}
+    assert report["liver_volume_ml"] > 0 and report["tumor_volume_ml"] > 0
+    assert "Phantom" not in json.dumps(report) and "PHANTOM-001" not in json.dumps(report)  # no patient data
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_cli_exit_codes(tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_series(make_series(_geometry(*ORIENTATIONS["standard"])), tmp_path / "in")
+    assert main([str(tmp_path / "missing"), "--model", str(tumor_model)]) == EXIT_BAD_INPUT
+    assert "input not found" in capsys.readouterr().err
+    assert main([str(tmp_path / "in"), "--model", str(tmp_path / "none.onnx")]) == EXIT_MODEL
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    code = main([str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "busy")])
+    assert code == EXIT_OUTPUT
+    assert "already holds files" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "in"), "--formats", "seg,png"])
+    assert info.value.code == EXIT_USAGE
+    code = main(
+        [
+            str(tmp_path / "in"),
+            "--model",
+            str(tumor_model),
+            "--out",
+            str(tmp_path / "busy"),
+            "--overwrite",
+            "--formats",
+            "json",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.json"]

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from scipy import ndimage
+
+from litseg.runtime import kernels
+
+
+def _pil_resize(array: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(s.astype(np.float32), mode="F").resize(shape_yx[::-1], Image.BILINEAR))
+            for s in array
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape_in", "shape_out"),
+    [((512, 512), (256, 256)), ((300, 417), (256, 256)), ((77, 64), (256, 256)), ((50, 60), (50, 60))],
+)
+def test_resample_matches_pil_antialiased_bilinear(shape_in, shape_out) -> None:  # type: ignore[no-untyped-def]
+    array = np.random.default_rng(1).normal(0, 100, (2, *shape_in)).astype(np.float32)
+    out = kernels.resample_slices(array, shape_out)
+    assert out.shape == (2, *shape_out)
+    np.testing.assert_allclose(out, _pil_resize(array, shape_out), atol=1e-3)
+
+
+def test_resample_up_matches_scipy_zoom_with_grid_mode() -> None:
+    array = np.random.default_rng(2).normal(size=(3, 40, 30)).astype(np.float32)
+    out = kernels.resample_slices(array, (100, 90))
+    ref = ndimage.zoom(array, (1, 100 / 40, 90 / 30), order=1, grid_mode=True, mode="nearest")
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_resample_accepts_int16_and_uint8_as_float() -> None:
+    array = np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8)
+    np.testing.assert_allclose(
+        kernels.resample_slices(array, (4, 4)), kernels.resample_slices(array.astype(np.float32), (4, 4))
+    )
+
+
+def test_resample_argmax_equals_resampling_each_class_then_argmax() -> None:
+    rng = np.random.default_rng(3)
+    probs = rng.random((4, 3, 64, 64)).astype(np.float32)
+    out = kernels.resample_argmax(probs, (150, 170))
+    ref = np.stack([np.argmax(kernels.resample_slices(p, (150, 170)), axis=0) for p in probs]).astype(
+        np.uint8
+    )
+    assert out.dtype == np.uint8
+    assert (out == ref).mean() > 0.9999  # float summation order may break exact ties
+
+
+def test_window_matches_numpy() -> None:
+    hu = np.random.default_rng(4).uniform(-1500, 2000, (3, 16, 16)).astype(np.float32)
+    ref = (np.clip(hu, -200, 300) + 200) / 500
+    np.testing.assert_allclose(kernels.window(hu, (-200, 300)), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="hi > lo"):
+        kernels.window(hu, (300, -200))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_reorient_matches_numpy_views(transpose: bool, fz: bool, fy: bool, fx: bool) -> None:
+    array = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    ref = np.swapaxes(array, 1, 2) if transpose else array
+    ref = ref[:: -1 if fz else 1, :: -1 if fy else 1, :: -1 if fx else 1]
+    np.testing.assert_array_equal(kernels.reorient(array, transpose, fz, fy, fx), ref)
+
+
+def test_label_components_matches_scipy() -> None:
+    mask = np.random.default_rng(5).random((10, 20, 30)) > 0.55
+    labels, count = kernels.label_components(mask)
+    ref, ref_count = ndimage.label(mask)
+    assert count == ref_count
+    np.testing.assert_array_equal(labels, ref)
+
+
+def test_wrappers_reject_wrong_dtype_shape_and_layout() -> None:
+    with pytest.raises(TypeError, match="dtype"):
+        kernels.resample_slices(np.zeros((2, 4, 4), np.float64), (2, 2))
+    with pytest.raises(ValueError, match="3-D"):
+        kernels.resample_slices(np.zeros((4, 4), np.float32), (2, 2))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.resample_slices(np.zeros((2, 4, 4), np.float32)[:, :, ::2], (2, 2))
+    with pytest.raises(TypeError, match="dtype"):
+        kernels.label_components(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="sizes"):
+        kernels.resample_weights(0, 4)

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from litseg.runtime.errors import DeviceError, ModelError
+from litseg.runtime.model import Model, choose_providers, cuda_device_count
+from litseg.runtime.postprocess import clean_labels, measure
+from litseg.runtime.spec import PreprocessSpec
+from litseg.runtime.volume import Volume
+from tests.factories import make_intensity_model
+
+
+def test_model_reads_spec_and_runs_on_cpu(tumor_model: Path) -> None:
+    model = Model(tumor_model, device="cpu")
+    assert model.provider == "CPUExecutionProvider"
+    assert model.spec.class_names == ("background", "liver", "tumor")
+    assert model.info.name == "test-intensity"
+    probs = model.predict_volume(np.full((5, 64, 64), 0.6, np.float32), batch_size=2)
+    assert probs.shape == (5, 3, 64, 64)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == 1).all()  # 0.6 = 100 HU = liver
+
+
+def test_model_without_metadata_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    path = make_intensity_model(tmp_path / "bare.onnx", metadata=False)
+    with pytest.raises(
+        ModelError, match=r"lacks the litseg metadata \['litseg.preprocess_spec'.*litseg-export"
+    ):
+        Model(path, device="cpu")
+
+
+def test_missing_and_corrupt_model_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        Model(tmp_path / "nope.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load model"):
+        Model(tmp_path / "junk.onnx", device="cpu")
+
+
+def test_model_with_an_unknown_spec_version_is_refused(tmp_path: Path) -> None:
+    path = make_intensity_model(tmp_path / "m.onnx")
+    import onnx
+
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == "litseg.preprocess_spec":
+            prop.value = prop.value.replace('"version": 1', '"version": 99')
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelError, match="version 99 is not supported"):
+        Model(path, device="cpu")
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this check is for machines without a GPU")
+def test_gpu_request_without_gpu_is_a_clear_error(tumor_model: Path) -> None:
+    assert choose_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(DeviceError, match=r"no usable CUDA GPU.*--device cpu"):
+        Model(tumor_model, device="gpu")
+    with pytest.raises(DeviceError, match="device must be one of"):
+        choose_providers("tpu")
+
+
+@pytest.mark.gpu
+def test_gpu_runs_on_cuda_and_matches_cpu(tumor_model: Path) -> None:
+    gpu = Model(tumor_model, device="gpu")
+    cpu = Model(tumor_model, device="cpu")
+    assert gpu.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    x = np.random.default_rng(0).random((4, 1, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), atol=1e-4)
+
+
+def test_spec_round_trips_and_validates() -> None:
+    spec = PreprocessSpec.for_task("liver", window_hu=(-100, 200))
+    assert PreprocessSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="class_names for task 'liver'"):
+        PreprocessSpec(task="liver")
+    with pytest.raises(ValueError, match="unknown fields"):
+        PreprocessSpec.from_json('{"task": "liver", "colour": 1}')
+
+
+def test_clean_labels_keeps_tumor_inside_the_largest_liver() -> None:
+    labels = np.zeros((3, 20, 20), np.uint8)
+    labels[:, 2:12, 2:12] = 1  # big liver
+    labels[1, 5:8, 5:8] = 2  # tumor inside it
+    labels[:, 15:18, 15:18] = 1  # small false-positive island
+    labels[1, 0, 18:20] = 2  # tumor floating outside any liver
+    cleaned = clean_labels(labels, largest_component=True)
+    assert cleaned[:, 15:18, 15:18].max() == 0
+    assert cleaned[1, 0, 18:20].max() == 0
+    assert (cleaned[1, 5:8, 5:8] == 2).all()
+    kept = clean_labels(labels, largest_component=False)
+    assert (kept[:, 15:18, 15:18] == 1).all()
+    assert kept[1, 0, 18:20].max() == 0
+    assert clean_labels(np.zeros((2, 2, 2), np.uint8)).max() == 0
+
+
+def test_measure_volumes_count_and_burden() -> None:
+    labels = np.zeros((4, 10, 10), np.uint8)
+    labels[:, :, :5] = 1
+    labels[0, 0, 0] = 2
+    labels[3, 9, 4] = 2
+    m = measure(Volume(labels, np.diag([2.0, 2.0, 2.5, 1.0])))  # 10 mm^3 voxels
+    assert m.tumor_count == 2
+    assert m.tumor_volume_ml == pytest.approx(2 * 0.01)
+    assert m.liver_volume_ml == pytest.approx(198 * 0.01)
+    assert m.tumor_burden_percent == pytest.approx(100 * 2 / 200)

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+from litseg.runtime.errors import InputError
+from litseg.runtime.series import read_series
+from tests.factories import SeriesGeometry, SeriesOptions, make_series, phantom_hu, write_series
+
+GEO = SeriesGeometry(rows=32, columns=40, slices=8, pixel_spacing_mm=(6.0, 5.0), slice_spacing_mm=7.0)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_shuffled_files_are_sorted_by_position_and_hu_is_exact(tmp_path: Path) -> None:
+    datasets = make_series(GEO, SeriesOptions(slope=1.0, intercept=-1024.0))
+    write_series(datasets, tmp_path, shuffle_seed=7)
+    (tmp_path / "notes.txt").write_text("not dicom")
+    before = _digest(tmp_path)
+    series = read_series(tmp_path)
+    assert _digest(tmp_path) == before  # input untouched
+    vol = series.volume
+    assert vol.shape_zyx == (8, 32, 40)
+    assert vol.spacing_mm == pytest.approx((5.0, 6.0, 7.0))
+    np.testing.assert_allclose(vol.affine_lps, GEO.affine_lps(), atol=1e-5)
+    np.testing.assert_allclose(vol.array, phantom_hu(GEO.world_grid()), atol=1e-3)
+    assert vol.source_sop_uids == tuple(str(d.SOPInstanceUID) for d in datasets)
+    assert "PixelData" not in series.headers[0]
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "signed"), [(2.0, -1024.0, False), (0.5, -1000.0, True), (1.0, 0.0, True)]
+)
+def test_rescale_and_signedness(slope: float, intercept: float, signed: bool) -> None:
+    datasets = make_series(GEO, SeriesOptions(slope=slope, intercept=intercept, signed=signed))
+    vol = read_series(datasets).volume
+    expected = np.round((phantom_hu(GEO.world_grid()) - intercept) / slope) * slope + intercept
+    np.testing.assert_allclose(vol.array, np.maximum(expected, -1024.0), atol=1e-3)
+
+
+def test_padding_value_is_read_as_air() -> None:
+    datasets = make_series(GEO, SeriesOptions(signed=True, intercept=0.0, padding_value=-3024))
+    vol = read_series(datasets).volume
+    assert vol.array.min() == -1024.0
+    assert (vol.array == -1024.0).sum() > 0
+
+
+def test_descending_slices_and_flipped_cosines(tmp_path: Path) -> None:
+    geo = SeriesGeometry(rows=16, columns=16, slices=5, row_direction=(-1, 0, 0), column_direction=(0, -1, 0))
+    write_series(make_series(geo), tmp_path)
+    vol = read_series(tmp_path).volume
+    np.testing.assert_allclose(vol.affine_lps, geo.affine_lps(), atol=1e-5)  # normal = +z here
+
+
+def test_missing_slice_is_refused(tmp_path: Path) -> None:
+    datasets = make_series(GEO)
+    del datasets[3]
+    with pytest.raises(InputError, match=r"uneven slice spacing: 14\.000 mm .* missing slice"):
+        read_series(datasets)
+
+
+def test_duplicate_position_is_refused() -> None:
+    datasets = make_series(GEO)
+    dup = pydicom.Dataset(datasets[2])
+    dup.SOPInstanceUID = generate_uid()
+    with pytest.raises(InputError, match="duplicate slice position"):
+        read_series([*datasets, dup])
+
+
+def test_gantry_tilt_is_refused() -> None:
+    datasets = make_series(GEO)
+    for k, ds in enumerate(datasets):
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.5 * k, z]
+    with pytest.raises(InputError, match="gantry tilt"):
+        read_series(datasets)
+
+
+def test_mixed_sizes_and_orientations_are_refused() -> None:
+    datasets = make_series(GEO)
+    other = make_series(
+        SeriesGeometry(
+            rows=16,
+            columns=40,
+            slices=8,
+            pixel_spacing_mm=(6.0, 5.0),
+            slice_spacing_mm=7.0,
+            center_lps=(0, 0, 100),
+        )
+    )
+    for ds in other:
+        ds.SeriesInstanceUID = datasets[0].SeriesInstanceUID
+    with pytest.raises(InputError, match="mixes Rows values"):
+        read_series(datasets + other)
+    datasets[1].ImageOrientationPatient = [0, 1, 0, 1, 0, 0]
+    with pytest.raises(InputError, match="mixes slice orientations"):
+        read_series(datasets)
+
+
+def test_several_series_need_a_choice(tmp_path: Path) -> None:
+    a = make_series(GEO, SeriesOptions(description="Arterial"))
+    b = make_series(SeriesGeometry(slices=3), SeriesOptions(description="Venous"))
+    write_series(a, tmp_path / "a")
+    write_series(b, tmp_path / "b")
+    with pytest.raises(
+        InputError, match=r"2 CT image series.*'Arterial', 8 slices.*'Venous', 3 slices.*--series-uid"
+    ):
+        read_series(tmp_path)
+    chosen = read_series(tmp_path, series_uid=str(b[0].SeriesInstanceUID))
+    assert chosen.volume.shape_zyx[0] == 3
+    with pytest.raises(InputError, match="not among the CT image series"):
+        read_series(tmp_path, series_uid="1.2.3")
+
+
+def test_localizer_and_secondary_capture_are_left_out() -> None:
+    datasets = make_series(GEO)
+    scout = make_series(
+        SeriesGeometry(slices=1), SeriesOptions(series_uid=str(datasets[0].SeriesInstanceUID))
+    )[0]
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    capture = make_series(SeriesGeometry(slices=1))[0]
+    capture.SOPClassUID = SecondaryCaptureImageStorage
+    series = read_series([*datasets, scout, capture])
+    assert series.volume.shape_zyx[0] == 8
+
+
+def test_no_ct_series_names_what_was_seen(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    with pytest.raises(InputError, match=r"no CT image series found.*no DICOM files"):
+        read_series(tmp_path)
+    with pytest.raises(InputError, match="input not found"):
+        read_series(tmp_path / "missing")
+
+
+def test_in_memory_datasets_are_not_modified() -> None:
+    datasets = make_series(GEO)
+    read_series(datasets)
+    assert all("PixelData" in ds for ds in datasets)
