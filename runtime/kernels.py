@@ -208,49 +208,75 @@ def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> np
 
 
 # ----- connected components ------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(parent, a):  # type: ignore[no-untyped-def]
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]  # path halving
+        a = parent[a]
+    return a
+
+
 @nb.njit(cache=True, nogil=True)
 def _label_kernel(mask, labels):  # type: ignore[no-untyped-def]
+    # Two-pass union-find on the raster order: pass 1 gives provisional labels and records which
+    # touch (through the already visited x-1, y-1 and z-1 neighbours), pass 2 writes final labels
+    # numbered by first appearance, as scipy.ndimage.label does.
     nz, ny, nx = mask.shape
-    stack = np.empty(mask.size, dtype=np.int64)
-    current = 0
-    for start in range(mask.size):
-        z0 = start // (ny * nx)
-        y0 = (start // nx) % ny
-        x0 = start % nx
-        if not mask[z0, y0, x0] or labels[z0, y0, x0] != 0:
-            continue
-        current += 1
-        labels[z0, y0, x0] = current
-        top = 0
-        stack[top] = start
-        top += 1
-        while top > 0:
-            top -= 1
-            p = stack[top]
-            z = p // (ny * nx)
-            y = (p // nx) % ny
-            x = p % nx
-            for d in range(6):
-                zz, yy, xx = z, y, x
-                if d == 0:
-                    zz -= 1
-                elif d == 1:
-                    zz += 1
-                elif d == 2:
-                    yy -= 1
-                elif d == 3:
-                    yy += 1
-                elif d == 4:
-                    xx -= 1
-                else:
-                    xx += 1
-                if zz < 0 or yy < 0 or xx < 0 or zz >= nz or yy >= ny or xx >= nx:
+    parent = np.empty(1024, dtype=np.int32)
+    parent[0] = 0
+    n = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if not mask[z, y, x]:
                     continue
-                if mask[zz, yy, xx] and labels[zz, yy, xx] == 0:
-                    labels[zz, yy, xx] = current
-                    stack[top] = (zz * ny + yy) * nx + xx
-                    top += 1
-    return current
+                best = 0
+                for d in range(3):
+                    if d == 0:
+                        if x == 0:
+                            continue
+                        other = labels[z, y, x - 1]
+                    elif d == 1:
+                        if y == 0:
+                            continue
+                        other = labels[z, y - 1, x]
+                    else:
+                        if z == 0:
+                            continue
+                        other = labels[z - 1, y, x]
+                    if other == 0:
+                        continue
+                    root = _find(parent, other)
+                    if best == 0:
+                        best = root
+                    elif root != best:
+                        if root < best:
+                            parent[best] = root
+                            best = root
+                        else:
+                            parent[root] = best
+                if best == 0:
+                    n += 1
+                    if n == parent.size:
+                        bigger = np.empty(parent.size * 2, dtype=np.int32)
+                        bigger[:n] = parent[:n]
+                        parent = bigger
+                    parent[n] = n
+                    best = n
+                labels[z, y, x] = best
+    final = np.zeros(n + 1, dtype=np.int32)
+    count = 0
+    for a in range(1, n + 1):
+        root = _find(parent, a)
+        if root == a:
+            count += 1
+            final[a] = count
+        else:
+            final[a] = final[root]  # root < a, already numbered
+    flat = labels.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = final[flat[i]]
+    return count
 
 
 def label_components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], int]:
@@ -262,3 +288,50 @@ def label_components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32]
     labels = np.zeros(mask.shape, dtype=np.int32)
     count = int(_label_kernel(mask, labels))
     return labels, count
+
+
+@nb.njit(cache=True, nogil=True)
+def _component_stats_kernel(components, labels, count, label):  # type: ignore[no-untyped-def]
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    hits = np.zeros(count + 1, dtype=np.int64)
+    flat_c = components.reshape(-1)
+    flat_l = labels.reshape(-1)
+    for n in range(flat_c.size):
+        c = flat_c[n]
+        sizes[c] += 1
+        if flat_l[n] == label:
+            hits[c] += 1
+    return sizes, hits
+
+
+def component_stats(
+    components: npt.NDArray[np.int32], count: int, labels: npt.NDArray[np.uint8], label: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per component (index 0 = outside): its size in voxels and how many of its voxels have ``label``."""
+    _require(components, "components", 3, (np.int32,))
+    _require(labels, "labels", 3, (np.uint8,))
+    if components.shape != labels.shape:
+        raise ValueError(f"components {components.shape} and labels {labels.shape} must have one shape")
+    sizes, hits = _component_stats_kernel(components, labels, count, label)
+    return sizes, hits
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _keep_components_kernel(labels, components, keep, out):  # type: ignore[no-untyped-def]
+    flat_l = labels.reshape(-1)
+    flat_c = components.reshape(-1)
+    flat_o = out.reshape(-1)
+    for n in nb.prange(flat_l.size):
+        flat_o[n] = flat_l[n] if keep[flat_c[n]] else 0
+
+
+def keep_components(
+    labels: npt.NDArray[np.uint8], components: npt.NDArray[np.int32], keep: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.uint8]:
+    """``labels`` where ``keep[component]`` is true, 0 elsewhere (a new array)."""
+    _require(labels, "labels", 3, (np.uint8,))
+    _require(components, "components", 3, (np.int32,))
+    _require(keep, "keep", 1, (np.bool_,))
+    out = np.empty_like(labels)
+    _keep_components_kernel(labels, components, keep, out)
+    return out

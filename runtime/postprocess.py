@@ -21,21 +21,18 @@ def clean_labels(labels: npt.NDArray[np.uint8], largest_component: bool = True) 
     voxel (tumor floating outside the liver) are removed; with ``largest_component`` only the largest
     organ component is kept (6-connectivity). Returns a new uint8 array.
     """
-    organ = np.ascontiguousarray(labels > 0)
-    components, count = kernels.label_components(organ)
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    components, count = kernels.label_components(labels > 0)
     if count == 0:
         return labels.copy()
-    flat = components.ravel()
-    sizes = np.bincount(flat, minlength=count + 1)
-    liver_voxels = np.bincount(flat, weights=(labels.ravel() == LIVER), minlength=count + 1)
+    sizes, liver_voxels = kernels.component_stats(components, count, labels, LIVER)
     keep = liver_voxels > 0
     keep[0] = False
     if largest_component and keep.any():
         best = int(np.argmax(np.where(keep, sizes, -1)))
         keep[:] = False
         keep[best] = True
-    out = np.where(keep[components], labels, 0).astype(np.uint8)
-    return out
+    return kernels.keep_components(labels, components, keep)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""Reading a 64-slice 512x512 CT series: litseg's reader vs a bare pydicom loop (no checks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from litseg.runtime.series import read_series
+from tests.factories import SeriesGeometry, make_series, write_series
+
+GEO = SeriesGeometry(rows=512, columns=512, slices=64, pixel_spacing_mm=(0.7, 0.7), slice_spacing_mm=2.0)
+
+
+@pytest.fixture(scope="module")
+def series_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench_series")
+    hu = np.random.default_rng(0).normal(40, 200, (GEO.slices, GEO.rows, GEO.columns))
+    write_series(make_series(GEO, hu=hu), folder)
+    return folder
+
+
+def _bare_pydicom(folder: Path) -> np.ndarray:
+    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    datasets.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    return np.stack(
+        [
+            d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept)
+            for d in datasets
+        ]
+    )
+
+
+@pytest.mark.benchmark(group="read 64x512x512 series")
+def test_bench_read_series(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    series = benchmark(read_series, series_dir)
+    assert series.volume.shape_zyx == (64, 512, 512)
+
+
+@pytest.mark.benchmark(group="read 64x512x512 series")
+def test_bench_read_bare_pydicom_baseline(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert benchmark(_bare_pydicom, series_dir).shape == (64, 512, 512)
