@@ -19,18 +19,25 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import LitsegError, ModelError, OutputError
 from .model import DEVICES, Model, ModelInfo
+from .nifti import write_nifti
 from .postprocess import Measurements, clean_labels, measure
 from .preprocess import preprocess, restore_labels
 from .series import DicomSeries, SeriesSource, read_series
 from .volume import Volume
-from .write import AlgorithmInfo, build_seg, commit_folder, write_json, write_nifti
+from .write import AlgorithmInfo, build_seg, commit_folder, write_json
 
 log = logging.getLogger(__name__)
 
 #: Output formats and their file names inside the output folder.
-OUTPUT_FILES: dict[str, str] = {"seg": "segmentation.dcm", "nifti": "labels.nii.gz", "json": "report.json"}
+OUTPUT_FILES: dict[str, str] = {
+    "seg": "segmentation.dcm",
+    "nifti": "labels.nii.gz",
+    "json": "report.json",
+    "mask-dicom": "mask",  # a folder: one grey-level DICOM image per source slice (the seed's convention)
+}
 DEFAULT_FORMATS: tuple[str, ...] = ("seg", "nifti", "json")
 DEFAULT_MODEL_NAME = "liver-tumor.onnx"
 
@@ -207,6 +214,18 @@ def write_results(
         if "nifti" in formats:
             with timer.stage("write_nifti"):
                 write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
+        if "mask-dicom" in formats:
+            with timer.stage("write_mask_dicom"):
+                folder = tmp / OUTPUT_FILES["mask-dicom"]
+                folder.mkdir()
+                source = result.series.headers[0]
+                identity = SeriesIdentity.beside(
+                    source, int(source.get("SeriesNumber", 0) or 0) + 2000, f"litseg mask {algorithm.name}"
+                )
+                task = result.model.spec.task
+                write_datasets(
+                    mask_datasets(result.labels, task, identity, result.labels.source_sop_uids), folder
+                )
         if "json" in formats:
             report["timings_s"].update({k: round(v, 4) for k, v in timer.timings.items()})
             report["outputs"] = [OUTPUT_FILES[f] for f in formats]

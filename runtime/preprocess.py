@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from . import kernels
 from .geometry import Reorientation, canonical_reorientation, resampled_affine
+from .series import AIR_HU
 from .spec import PreprocessSpec
 from .volume import Volume
 
@@ -49,9 +50,9 @@ def preprocess(volume: Volume, spec: PreprocessSpec) -> ModelInput:
     spec
         The model's preprocessing spec.
     """
-    hu = volume.array
-    if hu.dtype != np.float32:
-        hu = hu.astype(np.float32)
+    # Values below air are padding outside the scan field (-2048, -3024): read them as air, as the
+    # DICOM reader does, so NIfTI and DICOM inputs give the same model input.
+    hu = np.maximum(np.asarray(volume.array, dtype=np.float32), np.float32(AIR_HU))
     reorientation = canonical_reorientation(volume.affine_lps)
     canonical = reorientation.apply(volume.with_array(hu))
     resized = kernels.resample_slices(np.asarray(canonical.array, dtype=np.float32), spec.target_shape_yx)

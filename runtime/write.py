@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
-import nibabel as nib
 import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .errors import OutputError
 from .series import DicomSeries
-from .volume import Volume, lps_to_ras
+from .volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +114,6 @@ def build_seg(
         content_description=f"{algorithm.name} {algorithm.version} automatic liver segmentation"[:64],
         series_description=f"litseg {algorithm.name}"[:64],
     )
-
-
-def write_nifti(labels: Volume, path: Path) -> None:
-    """A NIfTI-1 label map: array (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner."""
-    array = np.ascontiguousarray(np.asarray(labels.array).transpose(2, 1, 0))
-    image = nib.Nifti1Image(array.astype(np.uint8), lps_to_ras(labels.affine_lps))
-    image.header.set_xyzt_units("mm")
-    image.set_sform(image.affine, code=1)
-    image.set_qform(image.affine, code=1)
-    nib.save(image, str(path))
 
 
 def write_json(report: Mapping[str, Any], path: Path) -> None:

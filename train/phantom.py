@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +75,20 @@ class _Scene:
     def _add(self, row: npt.NDArray[np.float64]) -> None:
         self.rows.append(row)
 
-    def ellipsoid(self, center: Sequence[float], radii: Sequence[float], hu: float, *, angle: float = 0.0,
-                  label: int = pr.KEEP, deform: bool = False, texture: float = 0.0, soft: float = 0.0,
-                  core: tuple[float, float] = (0.0, 0.0), rim: tuple[float, float] = (0.0, 0.0)) -> None:
+    def ellipsoid(
+        self,
+        center: Sequence[float],
+        radii: Sequence[float],
+        hu: float,
+        *,
+        angle: float = 0.0,
+        label: int = pr.KEEP,
+        deform: bool = False,
+        texture: float = 0.0,
+        soft: float = 0.0,
+        core: tuple[float, float] = (0.0, 0.0),
+        rim: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
         row = np.zeros(pr.NPARAM)
         row[pr.KIND] = pr.ELLIPSOID
         row[[pr.CX, pr.CY, pr.CZ]] = center
@@ -88,14 +99,28 @@ class _Scene:
         row[pr.CORE_FRAC], row[pr.CORE_HU] = core
         row[pr.RIM_FRAC], row[pr.RIM_HU] = rim
         reach = max(radii[0], radii[1]) * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
-        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (center[0] - reach, center[0] + reach,
-                                                     center[1] - reach, center[1] + reach)
+        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (
+            center[0] - reach,
+            center[0] + reach,
+            center[1] - reach,
+            center[1] + reach,
+        )
         zreach = radii[2] * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
         row[[pr.ZMIN, pr.ZMAX]] = (center[2] - zreach, center[2] + zreach)
         self._add(row)
 
-    def capsule(self, p0: Sequence[float], p1: Sequence[float], radius: float, hu: float, *,
-                label: int = pr.KEEP, deform: bool = False, texture: float = 0.0, soft: float = 0.0) -> None:
+    def capsule(
+        self,
+        p0: Sequence[float],
+        p1: Sequence[float],
+        radius: float,
+        hu: float,
+        *,
+        label: int = pr.KEEP,
+        deform: bool = False,
+        texture: float = 0.0,
+        soft: float = 0.0,
+    ) -> None:
         row = np.zeros(pr.NPARAM)
         row[pr.KIND] = pr.CAPSULE
         row[[pr.CX, pr.CY, pr.CZ]] = p0
@@ -105,11 +130,28 @@ class _Scene:
         reach = radius * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
         lo = np.minimum(p0, p1) - reach
         hi = np.maximum(p0, p1) + reach
-        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX, pr.ZMIN, pr.ZMAX]] = (lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
+        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX, pr.ZMIN, pr.ZMAX]] = (
+            lo[0],
+            hi[0],
+            lo[1],
+            hi[1],
+            lo[2],
+            hi[2],
+        )
         self._add(row)
 
-    def ring(self, center_xy: Sequence[float], semi_axes: Sequence[float], tube: float, z: float,
-             theta: tuple[float, float], hu: float, *, slope: float = 0.0, extrude: bool = False) -> None:
+    def ring(
+        self,
+        center_xy: Sequence[float],
+        semi_axes: Sequence[float],
+        tube: float,
+        z: float,
+        theta: tuple[float, float],
+        hu: float,
+        *,
+        slope: float = 0.0,
+        extrude: bool = False,
+    ) -> None:
         row = np.zeros(pr.NPARAM)
         row[pr.KIND] = pr.RING
         row[[pr.CX, pr.CY, pr.CZ]] = (center_xy[0], center_xy[1], z)
@@ -118,10 +160,12 @@ class _Scene:
         row[pr.THETA0], row[pr.THETA1] = theta
         row[pr.RING_SLOPE], row[pr.RING_EXTRUDE] = slope, float(extrude)
         reach = tube + self.margin
-        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (center_xy[0] - semi_axes[0] - reach,
-                                                     center_xy[0] + semi_axes[0] + reach,
-                                                     center_xy[1] - semi_axes[1] - reach,
-                                                     center_xy[1] + semi_axes[1] + reach)
+        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (
+            center_xy[0] - semi_axes[0] - reach,
+            center_xy[0] + semi_axes[0] + reach,
+            center_xy[1] - semi_axes[1] - reach,
+            center_xy[1] + semi_axes[1] + reach,
+        )
         if extrude:
             row[[pr.ZMIN, pr.ZMAX]] = (-1e9, 1e9)
         else:
@@ -151,15 +195,20 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _liver_shapes(scene: _Scene, an: _Anatomy, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+def _liver_shapes(
+    scene: _Scene, an: _Anatomy, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Right lobe (dome under the diaphragm), left lobe over the midline, caudate; returns the ellipsoids."""
     rng = np.random.default_rng(an.liver_seed)
     a, b, s, h = an.a, an.b, an.liver_scale, an.liver_height
     zc = -h / 2
     lobes = [
         (np.array([-0.42 * a, 0.02 * b, zc]), np.array([0.34 * a, 0.55 * b, 0.5 * h]), _u(rng, -0.3, 0.1)),
-        (np.array([0.02 * a, -0.42 * b, zc + 0.18 * h]), np.array([0.30 * a, 0.26 * b, 0.28 * h]),
-         _u(rng, -0.4, 0.1)),
+        (
+            np.array([0.02 * a, -0.42 * b, zc + 0.18 * h]),
+            np.array([0.30 * a, 0.26 * b, 0.28 * h]),
+            _u(rng, -0.4, 0.1),
+        ),
         (np.array([-0.10 * a, 0.22 * b, zc + 0.12 * h]), np.array([0.10 * a, 0.13 * b, 0.22 * h]), 0.0),
     ]
     liver_anchor = lobes[0][0]
@@ -176,8 +225,14 @@ def _inside_liver(point: np.ndarray, shapes: list[tuple[np.ndarray, np.ndarray]]
     return any(float((((point - c) / np.maximum(r - margin, 1.0)) ** 2).sum()) <= 1.0 for c, r in shapes)
 
 
-def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range: tuple[float, float],
-                 margin: float, deform_mm: float) -> tuple[_Scene, dict[str, object]]:
+def _build_scene(
+    an: _Anatomy,
+    rng: np.random.Generator,
+    n_tumors: int,
+    z_range: tuple[float, float],
+    margin: float,
+    deform_mm: float,
+) -> tuple[_Scene, dict[str, object]]:
     scene = _Scene(margin, deform_mm)
     a, b, h, con = an.a, an.b, an.liver_height, an.contrast
     zlo, zhi = z_range
@@ -192,17 +247,38 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
     gap = _u(rng, 3, 12)
     center = (0.0, b + gap + 6 - radius)
     half = math.asin(min(0.95, (a * 0.95) / radius))
-    scene.ring(center, (radius, radius), 3.0, 0.0, (math.pi / 2 - half, math.pi / 2 + half), _u(rng, 150, 350),
-               extrude=True)
-    scene.ring(center, (radius + 14, radius + 14), 6.0, 0.0, (math.pi / 2 - half, math.pi / 2 + half),
-               _u(rng, -400, -200), extrude=True)
+    scene.ring(
+        center,
+        (radius, radius),
+        3.0,
+        0.0,
+        (math.pi / 2 - half, math.pi / 2 + half),
+        _u(rng, 150, 350),
+        extrude=True,
+    )
+    scene.ring(
+        center,
+        (radius + 14, radius + 14),
+        6.0,
+        0.0,
+        (math.pi / 2 - half, math.pi / 2 + half),
+        _u(rng, -400, -200),
+        extrude=True,
+    )
     # --- lungs and heart above the dome
     for side in (-1, 1):
-        scene.ellipsoid((side * 0.48 * inner_a, 0.18 * b, _u(rng, 70, 90)), (0.42 * inner_a, 0.7 * inner_b, 120),
-                        _u(rng, -880, -820), texture=15.0)
+        scene.ellipsoid(
+            (side * 0.48 * inner_a, 0.18 * b, _u(rng, 70, 90)),
+            (0.42 * inner_a, 0.7 * inner_b, 120),
+            _u(rng, -880, -820),
+            texture=15.0,
+        )
     scene.ellipsoid((0.12 * a, -0.3 * b, _u(rng, 55, 75)), (0.33 * a, 0.42 * b, 60), _u(rng, 35, 50))
-    scene.ellipsoid((0.14 * a, -0.3 * b, _u(rng, 55, 75)), (0.2 * a, 0.26 * b, 40),
-                    _u(rng, 140, 190) if con else _u(rng, 35, 50))
+    scene.ellipsoid(
+        (0.14 * a, -0.3 * b, _u(rng, 55, 75)),
+        (0.2 * a, 0.26 * b, 40),
+        _u(rng, 140, 190) if con else _u(rng, 35, 50),
+    )
     # --- spine: vertebral body (cortical shell, trabecular core), posterior elements, paraspinal muscle
     vy = 0.68 * b
     for side in (-1, 1):
@@ -217,13 +293,27 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
     rib_a, rib_b = a - an.fat - an.muscle * 0.5, b - an.fat - an.muscle * 0.5
     z = zhi + 90.0  # ribs start high at the back and slope down to the front
     while z > -h - 20:
-        for lo_t, hi_t in ((math.pi / 2 + 0.35, 3 * math.pi / 2 - 0.25), (-math.pi / 2 + 0.25, math.pi / 2 - 0.35)):
-            scene.ring((0, 0), (rib_a, rib_b), _u(rng, 3.5, 5.5), z + _u(rng, -5, 5), (lo_t, hi_t),
-                       _u(rng, 400, 800), slope=_u(rng, 70, 110))
+        for lo_t, hi_t in (
+            (math.pi / 2 + 0.35, 3 * math.pi / 2 - 0.25),
+            (-math.pi / 2 + 0.25, math.pi / 2 - 0.35),
+        ):
+            scene.ring(
+                (0, 0),
+                (rib_a, rib_b),
+                _u(rng, 3.5, 5.5),
+                z + _u(rng, -5, 5),
+                (lo_t, hi_t),
+                _u(rng, 400, 800),
+                slope=_u(rng, 70, 110),
+            )
         z -= _u(rng, 24, 34)
     # --- great vessels
-    scene.capsule((0.06 * a, vy - 30, zlo - 50), (0.06 * a, vy - 30, zhi + 50), _u(rng, 10, 13),
-                  _u(rng, 140, 190) if con else _u(rng, 35, 50))
+    scene.capsule(
+        (0.06 * a, vy - 30, zlo - 50),
+        (0.06 * a, vy - 30, zhi + 50),
+        _u(rng, 10, 13),
+        _u(rng, 140, 190) if con else _u(rng, 35, 50),
+    )
     ivc = (-0.13 * a, 0.32 * b)
     vessel_hu = _u(rng, 130, 180) if con else _u(rng, 30, 42)
     scene.capsule((ivc[0], ivc[1], zlo - 50), (ivc[0], ivc[1], 20), _u(rng, 9, 12), vessel_hu)
@@ -232,14 +322,31 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
         kc = (side * 0.45 * a, 0.5 * b, -0.62 * h + dz - _u(rng, 0, 25))
         kr = (_u(rng, 26, 32), _u(rng, 22, 27), _u(rng, 50, 60))
         ang = side * _u(rng, 0.2, 0.5)
-        scene.ellipsoid(kc, kr, _u(rng, 150, 200) if con else _u(rng, 30, 40), angle=ang, texture=5.0, deform=True)
-        scene.ellipsoid(kc, (kr[0] * 0.6, kr[1] * 0.6, kr[2] * 0.75), _u(rng, 90, 120) if con else _u(rng, 25, 35),
-                        angle=ang, deform=True)
-        scene.ellipsoid((kc[0] * 0.8, kc[1] * 0.9, kc[2]), (kr[0] * 0.3, kr[1] * 0.3, kr[2] * 0.4),
-                        _u(rng, -80, -30), angle=ang, deform=True)
-    scene.ellipsoid((0.55 * inner_a, 0.38 * inner_b, -0.3 * h), (0.2 * a, 0.34 * b, _u(rng, 45, 60)),
-                    _u(rng, 100, 130) if con else _u(rng, 40, 50), angle=_u(rng, -0.6, -0.2), deform=True,
-                    texture=5.0)
+        scene.ellipsoid(
+            kc, kr, _u(rng, 150, 200) if con else _u(rng, 30, 40), angle=ang, texture=5.0, deform=True
+        )
+        scene.ellipsoid(
+            kc,
+            (kr[0] * 0.6, kr[1] * 0.6, kr[2] * 0.75),
+            _u(rng, 90, 120) if con else _u(rng, 25, 35),
+            angle=ang,
+            deform=True,
+        )
+        scene.ellipsoid(
+            (kc[0] * 0.8, kc[1] * 0.9, kc[2]),
+            (kr[0] * 0.3, kr[1] * 0.3, kr[2] * 0.4),
+            _u(rng, -80, -30),
+            angle=ang,
+            deform=True,
+        )
+    scene.ellipsoid(
+        (0.55 * inner_a, 0.38 * inner_b, -0.3 * h),
+        (0.2 * a, 0.34 * b, _u(rng, 45, 60)),
+        _u(rng, 100, 130) if con else _u(rng, 40, 50),
+        angle=_u(rng, -0.6, -0.2),
+        deform=True,
+        texture=5.0,
+    )
     stomach = np.array([0.35 * a, -0.28 * b, -0.3 * h])
     sr = np.array([0.22 * a, 0.28 * b, _u(rng, 45, 65)])
     scene.ellipsoid(stomach, sr, _u(rng, 30, 50), deform=True, texture=4.0)  # wall
@@ -247,10 +354,22 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
     if rng.random() < 0.6:
         scene.ellipsoid(stomach - (0, sr[1] * 0.55, 0), sr * (0.75, 0.4, 0.7), -1000.0, deform=True)
     zp = -0.55 * h
-    scene.capsule((-0.15 * a, 0.12 * b, zp - 10), (0.45 * a, 0.28 * b, zp + 12), _u(rng, 10, 14),
-                  _u(rng, 60, 100) if con else _u(rng, 35, 50), deform=True, texture=5.0)
+    scene.capsule(
+        (-0.15 * a, 0.12 * b, zp - 10),
+        (0.45 * a, 0.28 * b, zp + 12),
+        _u(rng, 10, 14),
+        _u(rng, 60, 100) if con else _u(rng, 35, 50),
+        deform=True,
+        texture=5.0,
+    )
     for _ in range(int(rng.integers(10, 22))):
-        c = np.array([_u(rng, -0.6, 0.6) * inner_a, _u(rng, -0.7, 0.2) * inner_b, _u(rng, min(zlo, -0.8 * h - 60), -0.8 * h)])
+        c = np.array(
+            [
+                _u(rng, -0.6, 0.6) * inner_a,
+                _u(rng, -0.7, 0.2) * inner_b,
+                _u(rng, min(zlo, -0.8 * h - 60), -0.8 * h),
+            ]
+        )
         r = np.array([_u(rng, 12, 28), _u(rng, 12, 28), _u(rng, 15, 35)])
         scene.ellipsoid(c, r, _u(rng, 20, 45), deform=True, texture=4.0)
         if rng.random() < 0.35:
@@ -259,25 +378,40 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
     shapes = _liver_shapes(scene, an, rng)
     anchor = shapes[0][0]
     hilum = anchor + np.array([0.28 * a, 0.05 * b, 0.05 * h]) * an.liver_scale
-    targets = [anchor + np.array([-0.25 * a, _u(rng, -0.2, 0.2) * b, _u(rng, -0.2, 0.2) * h]) * an.liver_scale
-               for _ in range(3)]
+    targets = [
+        anchor + np.array([-0.25 * a, _u(rng, -0.2, 0.2) * b, _u(rng, -0.2, 0.2) * h]) * an.liver_scale
+        for _ in range(3)
+    ]
     targets.append(shapes[1][0] + np.array([0.05 * a, 0, 0]))
     for t in targets:
         scene.capsule(hilum, t, _u(rng, 3, 6), vessel_hu, deform=True, soft=0.5)
     top = np.array([ivc[0], ivc[1], -0.08 * h])
     for _ in range(3):
-        end = anchor + np.array([_u(rng, -0.5, 0.6) * a, _u(rng, -0.5, 0.0) * b, _u(rng, 0.0, 0.3) * h]) * an.liver_scale
+        end = (
+            anchor
+            + np.array([_u(rng, -0.5, 0.6) * a, _u(rng, -0.5, 0.0) * b, _u(rng, 0.0, 0.3) * h])
+            * an.liver_scale
+        )
         scene.capsule(top, end, _u(rng, 3, 5), vessel_hu, deform=True, soft=0.5)
-    scene.capsule((ivc[0], ivc[1], -0.75 * h), (ivc[0], ivc[1], -0.02 * h), _u(rng, 9, 12), vessel_hu,
-                  label=pr.CLEAR)
+    scene.capsule(
+        (ivc[0], ivc[1], -0.75 * h), (ivc[0], ivc[1], -0.02 * h), _u(rng, 9, 12), vessel_hu, label=pr.CLEAR
+    )
     if rng.random() < 0.8:
         gb = anchor + np.array([0.2 * a, -0.4 * b, -0.25 * h]) * an.liver_scale
-        scene.ellipsoid(gb, (_u(rng, 12, 18), _u(rng, 16, 24), _u(rng, 25, 40)), _u(rng, 0, 20), label=pr.CLEAR,
-                        deform=True)
+        scene.ellipsoid(
+            gb,
+            (_u(rng, 12, 18), _u(rng, 16, 24), _u(rng, 25, 40)),
+            _u(rng, 0, 20),
+            label=pr.CLEAR,
+            deform=True,
+        )
     tumors = []
     for _ in range(n_tumors):
-        d = math.exp(_u(rng, math.log(5), math.log(11))) if rng.random() < 0.5 else math.exp(
-            _u(rng, math.log(11), math.log(80)))
+        d = (
+            math.exp(_u(rng, math.log(5), math.log(11)))
+            if rng.random() < 0.5
+            else math.exp(_u(rng, math.log(11), math.log(80)))
+        )
         for _attempt in range(50):
             c, r = shapes[int(rng.choice(len(shapes), p=[0.7, 0.2, 0.1]))]
             point = c + r * rng.uniform(-1, 1, 3)
@@ -287,8 +421,18 @@ def _build_scene(an: _Anatomy, rng: np.random.Generator, n_tumors: int, z_range:
         hu = an.liver_hu - _u(rng, 20, 80)
         rim = (0.75, an.liver_hu + _u(rng, 10, 40)) if rng.random() < 0.3 else (0.0, 0.0)
         core = (0.5, _u(rng, 5, 25)) if d > 30 and rng.random() < 0.5 else (0.0, 0.0)
-        scene.ellipsoid(point, radii, max(hu, -10.0), angle=_u(rng, 0, math.pi), label=pr.TUMOR, deform=True,
-                        soft=_u(rng, 0.5, 2.5), rim=rim, core=core, texture=6.0)
+        scene.ellipsoid(
+            point,
+            radii,
+            max(hu, -10.0),
+            angle=_u(rng, 0, math.pi),
+            label=pr.TUMOR,
+            deform=True,
+            soft=_u(rng, 0.5, 2.5),
+            rim=rim,
+            core=core,
+            texture=6.0,
+        )
         tumors.append({"diameter_mm": round(d, 1), "rim": bool(rim[0]), "necrotic": bool(core[0])})
     return scene, {"tumors": tumors}
 
@@ -303,8 +447,14 @@ def _deform_field(rng: np.random.Generator, amplitude_mm: float) -> npt.NDArray[
     return np.asarray(rows, dtype=np.float64)
 
 
-def render(scene: _Scene, deform: np.ndarray, rng: np.random.Generator, shape_zyx: tuple[int, int, int],
-           affine_lps: np.ndarray, thickness_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    scene: _Scene,
+    deform: np.ndarray,
+    rng: np.random.Generator,
+    shape_zyx: tuple[int, int, int],
+    affine_lps: np.ndarray,
+    thickness_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise the scene on an axis-aligned LPS grid; returns float32 HU and uint8 labels."""
     spacing = np.array([affine_lps[0, 0], affine_lps[1, 1], affine_lps[2, 2]])
     origin = affine_lps[:3, 3].copy()
@@ -314,8 +464,9 @@ def render(scene: _Scene, deform: np.ndarray, rng: np.random.Generator, shape_zy
     tex = rng.normal(size=tex_shape).astype(np.float64)
     hu = np.empty(shape_zyx, np.float32)
     labels = np.empty(shape_zyx, np.uint8)
-    pr.render_kernel(scene.array(), deform, tex, origin - step, step, origin, spacing, thickness_mm, hu, labels,
-                     -1000.0)
+    pr.render_kernel(
+        scene.array(), deform, tex, origin - step, step, origin, spacing, thickness_mm, hu, labels, -1000.0
+    )
     return hu, labels
 
 
@@ -323,9 +474,16 @@ def generate_case(seed: int, options: PhantomOptions = PhantomOptions()) -> Phan
     """One phantom case, deterministic for ``(seed, options)``."""
     rng = np.random.default_rng(seed)
     contrast = options.contrast if options.contrast is not None else bool(rng.random() > 0.2)
-    an = _Anatomy(a=_u(rng, 145, 175), b=_u(rng, 105, 130), fat=_u(rng, 10, 30), muscle=_u(rng, 8, 15),
-                  liver_height=_u(rng, 140, 180), contrast=contrast,
-                  liver_hu=_u(rng, 95, 120) if contrast else _u(rng, 45, 65), liver_seed=int(rng.integers(2**31)))
+    an = _Anatomy(
+        a=_u(rng, 145, 175),
+        b=_u(rng, 105, 130),
+        fat=_u(rng, 10, 30),
+        muscle=_u(rng, 8, 15),
+        liver_height=_u(rng, 140, 180),
+        contrast=contrast,
+        liver_hu=_u(rng, 95, 120) if contrast else _u(rng, 45, 65),
+        liver_seed=int(rng.integers(2**31)),
+    )
     target_ml = _u(rng, 1200, 2000)
     pixel = options.pixel_spacing_mm or max(_u(rng, 0.56, 1.0), (2 * an.a + 40) / options.rows)
     thickness = options.slice_thickness_mm or float(rng.choice([0.7, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0]))
@@ -351,8 +509,9 @@ def generate_case(seed: int, options: PhantomOptions = PhantomOptions()) -> Phan
     length = slices * spacing_z
     z_top = _u(rng, 20, 60) if options.slices is None else min(40.0, length * 0.3)
     z_bottom = z_top - (slices - 1) * spacing_z
-    scene, extra = _build_scene(an, rng, n_tumors, (z_bottom, z_top), margin=thickness + 2 * pixel,
-                                 deform_mm=max_shift)
+    scene, extra = _build_scene(
+        an, rng, n_tumors, (z_bottom, z_top), margin=thickness + 2 * pixel, deform_mm=max_shift
+    )
     n = options.rows
     affine = np.diag([pixel, pixel, spacing_z, 1.0])
     affine[:3, 3] = (-(n - 1) / 2 * pixel + _u(rng, -10, 10), -(n - 1) / 2 * pixel + _u(rng, 0, 25), z_bottom)
@@ -370,10 +529,114 @@ def generate_case(seed: int, options: PhantomOptions = PhantomOptions()) -> Phan
     hu[:, outside] = padding
     hu_int = np.clip(np.round(hu), -3024, 3071).astype(np.int16)
     info: dict[str, object] = {
-        "seed": seed, "contrast": "portal-venous" if contrast else "non-contrast",
+        "seed": seed,
+        "contrast": "portal-venous" if contrast else "non-contrast",
         "liver_volume_ml": round(float((labels > 0).sum()) * pixel * pixel * spacing_z / 1000, 1),
-        "tumor_voxels": int((labels == 2).sum()), "pixel_spacing_mm": round(pixel, 4),
-        "slice_thickness_mm": thickness, "slice_spacing_mm": spacing_z, "slices": slices,
-        "padding_hu": padding, "noise_sd_hu": round(noise_sd, 1), "quirk": options.quirk, **extra,
+        "tumor_voxels": int((labels == 2).sum()),
+        "pixel_spacing_mm": round(pixel, 4),
+        "slice_thickness_mm": thickness,
+        "slice_spacing_mm": spacing_z,
+        "slices": slices,
+        "padding_hu": padding,
+        "noise_sd_hu": round(noise_sd, 1),
+        "quirk": options.quirk,
+        **extra,
     }
     return PhantomCase(Volume(hu_int, affine), Volume(labels, affine), info)
+
+
+def stored_volumes(case: PhantomCase) -> tuple[Volume, Volume]:
+    """The (image, mask) volumes as they are stored on disk for the case's LiTS quirk.
+
+    ``none``: data in LPS index order with the matching affine (RAS diag(-px, -py, dz), as most LiTS
+    cases); ``ras-array``: rows and columns flipped with a consistent affine; ``flipped-z``: slices
+    reversed with a consistent affine; ``mask-affine-mismatch``: the mask's header disagrees with the
+    image's while its data are aligned (LiTS 48-52); ``fake-spacing``: both headers claim 1 mm voxels
+    and the identity orientation (LiTS 28-47), which mirrors the patient if believed.
+    """
+    from litseg.runtime.geometry import Reorientation
+
+    quirk = str(case.info.get("quirk", "none"))
+    image, mask = case.hu, case.labels
+    if quirk == "ras-array":
+        flip = Reorientation(flip_y=True, flip_x=True)
+        return flip.apply(image), flip.apply(mask)
+    if quirk == "flipped-z":
+        flip = Reorientation(flip_z=True)
+        return flip.apply(image), flip.apply(mask)
+    if quirk == "mask-affine-mismatch":
+        wrong = mask.affine_lps.copy()
+        wrong[:3, 0] *= -1.0
+        return image, Volume(mask.array, wrong)
+    if quirk == "fake-spacing":
+        fake = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS identity, as LPS
+        return Volume(image.array, fake), Volume(mask.array, fake)
+    return image, mask
+
+
+def write_case(case: PhantomCase, out_dir: Path, index: int, dicom: bool = False) -> dict[str, object]:
+    """Write ``volume-<index>.nii.gz`` and ``segmentation-<index>.nii.gz`` (and a DICOM series)."""
+    from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, write_datasets
+    from litseg.runtime.nifti import write_nifti
+
+    image, mask = stored_volumes(case)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for volume, name in ((image, f"volume-{index}.nii.gz"), (mask, f"segmentation-{index}.nii.gz")):
+        tmp = out_dir / f".{name}.tmp.nii.gz"
+        write_nifti(volume, tmp)
+        tmp.replace(out_dir / name)
+    if dicom:
+        folder = out_dir / "dicom" / f"case-{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        identity = SeriesIdentity.derived(f"PHANTOM-{index}", description="litseg phantom CT")
+        write_datasets(ct_datasets(case.hu, identity), folder)
+    return {"index": index, **case.info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="litseg-phantom",
+        description="Generate synthetic abdominal CT cases in the LiTS17 layout (volume-N / segmentation-N).",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--cases", type=int, default=1, help="number of cases (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
+    parser.add_argument("--start-index", type=int, default=0, help="index N of the first volume-N file")
+    parser.add_argument(
+        "--slices", type=int, default=None, help="slices per case (default: realistic random)"
+    )
+    parser.add_argument("--tumors", type=int, default=None, help="tumors per case (default: 0-12, median 3)")
+    parser.add_argument("--size", type=int, default=512, help="rows = columns (default 512)")
+    parser.add_argument("--contrast", choices=("random", "portal-venous", "non-contrast"), default="random")
+    parser.add_argument("--quirk", choices=QUIRKS, default="none", help="LiTS header quirk to reproduce")
+    parser.add_argument("--dicom", action="store_true", help="also write each case as a DICOM CT series")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.cases < 1:
+        parser.error(f"--cases must be >= 1; got {args.cases}")
+    contrast = None if args.contrast == "random" else args.contrast == "portal-venous"
+    options = PhantomOptions(
+        contrast=contrast, slices=args.slices, tumors=args.tumors, quirk=args.quirk, rows=args.size
+    )
+    manifest = []
+    for n in range(args.cases):
+        start = time.perf_counter()
+        case = generate_case(args.seed + n, options)
+        index = args.start_index + n
+        entry = write_case(case, args.out, index, dicom=args.dicom)
+        entry["seconds"] = round(time.perf_counter() - start, 2)
+        manifest.append(entry)
+        print(
+            f"[{n + 1}/{args.cases}] volume-{index}: {case.hu.shape_zyx[0]} slices, "
+            f"liver {case.info['liver_volume_ml']} mL, {len(case.info['tumors'])} tumors "  # type: ignore[arg-type]
+            f"({entry['seconds']} s)",
+            file=sys.stderr,
+        )
+    (args.out / "phantom-manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["QUIRKS", "PhantomCase", "PhantomOptions", "generate_case", "main", "stored_volumes", "write_case"]

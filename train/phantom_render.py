@@ -144,7 +144,9 @@ def _deform_grid(deform, z, origin, px, py, ny, nx):  # type: ignore[no-untyped-
 
 
 @nb.njit(parallel=True, cache=True, nogil=True, fastmath=True, error_model="numpy")
-def render_kernel(prims, deform, tex, tex_origin, tex_step, origin, spacing, thickness, hu, labels, background):  # type: ignore[no-untyped-def]
+def render_kernel(
+    prims, deform, tex, tex_origin, tex_step, origin, spacing, thickness, hu, labels, background
+):  # type: ignore[no-untyped-def]
     nz, ny, nx = hu.shape
     px, py, dz_step = spacing[0], spacing[1], spacing[2]
     n_prims = prims.shape[0]
@@ -204,12 +206,24 @@ def render_kernel(prims, deform, tex, tex_origin, tex_step, origin, spacing, thi
                             w01 = (1 - fj) * fi
                             w10 = fj * (1 - fi)
                             w11 = fj * fi
-                            wx = x + (w00 * grid[ja, ia, 0] + w01 * grid[ja, ia + 1, 0]
-                                      + w10 * grid[ja + 1, ia, 0] + w11 * grid[ja + 1, ia + 1, 0])
-                            wy = y + (w00 * grid[ja, ia, 1] + w01 * grid[ja, ia + 1, 1]
-                                      + w10 * grid[ja + 1, ia, 1] + w11 * grid[ja + 1, ia + 1, 1])
-                            wz = z + (w00 * grid[ja, ia, 2] + w01 * grid[ja, ia + 1, 2]
-                                      + w10 * grid[ja + 1, ia, 2] + w11 * grid[ja + 1, ia + 1, 2])
+                            wx = x + (
+                                w00 * grid[ja, ia, 0]
+                                + w01 * grid[ja, ia + 1, 0]
+                                + w10 * grid[ja + 1, ia, 0]
+                                + w11 * grid[ja + 1, ia + 1, 0]
+                            )
+                            wy = y + (
+                                w00 * grid[ja, ia, 1]
+                                + w01 * grid[ja, ia + 1, 1]
+                                + w10 * grid[ja + 1, ia, 1]
+                                + w11 * grid[ja + 1, ia + 1, 1]
+                            )
+                            wz = z + (
+                                w00 * grid[ja, ia, 2]
+                                + w01 * grid[ja, ia + 1, 2]
+                                + w10 * grid[ja + 1, ia, 2]
+                                + w11 * grid[ja + 1, ia + 1, 2]
+                            )
                             have_d = True
                         cov, f = _shape(prm, wx, wy, wz, px, py, thickness)
                     else:
@@ -277,7 +291,9 @@ def gaussian_kernel(sigma_px: float) -> npt.NDArray[np.float32]:
 def blur_slices(array: npt.NDArray[np.float32], sigma_px: float) -> npt.NDArray[np.float32]:
     """In-plane Gaussian blur of every slice (edge-clamped), float32."""
     if array.dtype != np.float32 or array.ndim != 3 or not array.flags.c_contiguous:
-        raise ValueError(f"blur_slices needs a C-contiguous float32 (z, y, x) array; got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"blur_slices needs a C-contiguous float32 (z, y, x) array; got {array.dtype} {array.shape}"
+        )
     out = np.empty_like(array)
     blur_slices_kernel(array, out, gaussian_kernel(sigma_px))
     return out

@@ -1,0 +1,42 @@
+"""NIfTI at the boundary: the only place where RAS meets our LPS volumes (through ``lps_to_ras``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+from .volume import Volume, lps_to_ras
+
+
+def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
+    """Write a volume as NIfTI-1: data (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner."""
+    array = np.ascontiguousarray(np.asarray(volume.array).transpose(2, 1, 0))
+    image = nib.Nifti1Image(array, lps_to_ras(volume.affine_lps))
+    image.header.set_xyzt_units("mm")
+    image.set_sform(image.affine, code=1)
+    image.set_qform(image.affine, code=1)
+    nib.save(image, str(path))
+
+
+def read_nifti(path: str | os.PathLike[str]) -> Volume:
+    """Read a 3-D NIfTI file into a volume (array (z, y, x), LPS affine); data keep their stored dtype."""
+    path = Path(path)
+    try:
+        image = nib.load(str(path))
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{path} is a {type(image).__name__}, not NIfTI")
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(f"cannot read NIfTI file {path}: {exc}") from exc
+    data = np.asanyarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(
+            f"{path} holds a {data.ndim}-D image (shape {data.shape}); litseg needs a 3-D volume"
+        )
+    affine_lps = lps_to_ras(np.asarray(image.affine, dtype=np.float64))
+    return Volume(np.ascontiguousarray(data.transpose(2, 1, 0)), affine_lps)
