@@ -96,3 +96,25 @@ def verify(model: torch.nn.Module, onnx_path: Path, example: torch.Tensor) -> Ve
         max_abs_diff=float(np.abs(got - expected).max()),
         argmax_agreement=float((got.argmax(1) == expected.argmax(1)).mean()),
     )
+
+
+def to_fp16(src: Path, dst: Path, model: torch.nn.Module, spec: PreprocessSpec) -> Verification:
+    """Half-precision variant (fp16 weights and activations, float32 input/output), checked loosely.
+
+    Meant for GPUs; on CPUs onnxruntime runs fp16 slowly. Argmax agreement must stay >= 99%.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(src))
+    half = convert_float_to_float16(proto, keep_io_types=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    onnx.save(half, str(tmp))
+    h, w = spec.target_shape_yx
+    example = torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(0))
+    check = verify(model, tmp, example)
+    if check.argmax_agreement < 0.99:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"fp16 model disagrees with PyTorch on {1 - check.argmax_agreement:.2%} of pixels")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dst)
+    return check

@@ -1,0 +1,153 @@
+"""Losses, safe checkpoints, train -> export -> run end to end, and DDP on CPU with 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from litseg.export.cli import main as export_main
+from litseg.runtime import Model, RunConfig, segment
+from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
+from litseg.train.phantom import PhantomOptions, generate_case, write_case
+from litseg.train.prepare import PrepareConfig, prepare
+from litseg.train.trainer import TrainConfig, load_checkpoint, train
+from litseg.train.unet import UNet
+
+
+def test_unet_matches_the_seed_diagram() -> None:
+    model = UNet(num_classes=3, base=64)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(31.03e6, rel=1e-3)
+    small = UNet(num_classes=2, base=4)
+    out = small(torch.rand(2, 1, 64, 64))
+    assert out.shape == (2, 2, 64, 64)
+    torch.testing.assert_close(out.sum(1), torch.ones(2, 64, 64))
+
+
+def test_class_weights_follow_class_balance() -> None:
+    w = class_weights([1000, 100, 10], max_ratio=1000)
+    assert w[0] < w[1] < w[2]
+    assert float(w[1] / w[0]) == pytest.approx(10.0)
+    assert float(class_weights([1000, 1], max_ratio=50)[1] / class_weights([1000, 1], max_ratio=50)[0]) == 50
+    with pytest.raises(ValueError, match="positive"):
+        class_weights([10, 0])
+
+
+def test_losses_reward_correct_predictions() -> None:
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 2:6, 2:6] = 1
+    good = torch.stack([(target == 0).float(), (target == 1).float()], 1) * 10
+    bad = good.flip(1)
+    w = torch.tensor([0.5, 1.5])
+    for name in ("bce", "ce", "dice", "bce+dice", "ce+dice"):
+        assert compute_loss(name, good, target, w) < compute_loss(name, bad, target, w), name
+    assert weighted_dice(good, target, w) < 0.01
+    with pytest.raises(ValueError, match="2 classes"):
+        weighted_bce(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), torch.ones(3))
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tinylits")
+    for n in range(3):
+        write_case(generate_case(40 + n, PhantomOptions(slices=12, rows=96, tumors=2)), folder, n)
+    config = PrepareConfig(folder, folder / "set.h5", "liver-tumor", empty_fraction=0.2)
+    from litseg.runtime.spec import PreprocessSpec
+
+    config = PrepareConfig(
+        folder,
+        folder / "set.h5",
+        "liver-tumor",
+        0.2,
+        spec=PreprocessSpec.for_task("liver-tumor", target_shape_yx=(64, 64)),
+    )
+    return prepare(config)
+
+
+def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        str(tiny_set),
+        str(tmp_path / "run"),
+        epochs=2,
+        batch_size=4,
+        base=4,
+        slices_per_epoch=8,
+        val_fraction=0.34,
+    )
+    best = train(config)
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"val_dice_liver", "val_dice_tumor", "train_loss"} <= set(log[0])
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    ckpt = load_checkpoint(best)
+    assert ckpt.spec.target_shape_yx == (64, 64) and ckpt.model.base == 4
+    # resume continues from the last epoch
+    resumed = TrainConfig(
+        **{**config.__dict__, "epochs": 3, "resume": str(tmp_path / "run" / "checkpoint-last.pt")}
+    )
+    train(resumed)
+    assert [r["epoch"] for r in json.loads((tmp_path / "run" / "log.json").read_text())] == [1, 2, 3]
+    onnx_path = tmp_path / "model.onnx"
+    assert export_main([str(best), "--out", str(onnx_path), "--version", "9.9.9", "--fp16"]) == 0
+    model = Model(onnx_path, device="cpu")
+    assert model.info.version == "9.9.9" and model.spec.task == "liver-tumor"
+    assert "val_dice_liver" in model.info.metadata["litseg.validation_metrics"]
+    assert (tmp_path / "model-fp16.onnx").is_file()
+    from tests.factories import SeriesGeometry, make_series
+
+    result = segment(make_series(SeriesGeometry(rows=64, columns=64, slices=4)), RunConfig(), model=model)
+    assert result.labels.shape_zyx == (4, 64, 64)
+
+
+def test_checkpoints_refuse_arbitrary_pickles(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "payload": Evil()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        load_checkpoint(path)
+
+
+def test_export_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    assert export_main([str(tmp_path / "x.pt"), "--out", str(tmp_path / "m.onnx")]) == 3
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "litseg.train.trainer",
+        "--data",
+        str(tiny_set),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--base",
+        "4",
+        "--val-fraction",
+        "0.34",
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((tmp_path / "ddp" / "log.json").read_text())
+    assert len(log) == 1 and np.isfinite(log[0]["train_loss"])

@@ -1,0 +1,195 @@
+"""``litseg-eval PRED GT``: the LiTS metrics, in millimetres, on NIfTI label maps or folders of them.
+
+Per case and class (liver = labels 1 or 2, tumor = label 2): Dice, volume overlap error (VOE),
+relative volume difference (RVD), average symmetric surface distance (ASSD) and maximum symmetric
+surface distance (MSSD); tumor detection (a reference lesion counts as detected when the predicted
+lesions overlapping it reach IoU > 0.5 with it; precision likewise from the predicted side); tumor
+burden error. Global Dice pools all voxels of all cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from litseg.runtime.errors import InputError
+from litseg.runtime.nifti import read_nifti
+from litseg.runtime.volume import Volume
+
+CLASSES = {"liver": lambda a: a > 0, "tumor": lambda a: a == 2}
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    dice: float
+    voe: float
+    rvd: float
+    assd_mm: float
+    mssd_mm: float
+    ref_voxels: int
+    pred_voxels: int
+    intersection: int
+
+
+@dataclass(frozen=True)
+class CaseMetrics:
+    case: str
+    liver: ClassMetrics
+    tumor: ClassMetrics
+    lesions_ref: int
+    lesions_pred: int
+    lesions_detected: int
+    lesions_true_pred: int
+    tumor_burden_error: float
+
+
+def surface_distances(
+    a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]
+) -> np.ndarray:
+    """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``."""
+    struct = ndimage.generate_binary_structure(3, 1)
+    surf_a = a & ~ndimage.binary_erosion(a, struct, border_value=0)
+    surf_b = b & ~ndimage.binary_erosion(b, struct, border_value=0)
+    dist_to_b = ndimage.distance_transform_edt(~surf_b, sampling=spacing_zyx)
+    return np.asarray(dist_to_b[surf_a])
+
+
+def class_metrics(
+    pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]
+) -> ClassMetrics:
+    inter = int(np.count_nonzero(pred & ref))
+    n_pred, n_ref = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
+    union = n_pred + n_ref - inter
+    dice = 1.0 if n_pred + n_ref == 0 else 2 * inter / (n_pred + n_ref)
+    voe = 0.0 if union == 0 else 1 - inter / union
+    rvd = float("nan") if n_ref == 0 else (n_pred - n_ref) / n_ref
+    if n_pred and n_ref:
+        d_ab = surface_distances(pred, ref, spacing_zyx)
+        d_ba = surface_distances(ref, pred, spacing_zyx)
+        assd = float((d_ab.sum() + d_ba.sum()) / (d_ab.size + d_ba.size))
+        mssd = float(max(d_ab.max(), d_ba.max()))
+    else:
+        assd = mssd = 0.0 if n_pred == n_ref == 0 else float("inf")
+    return ClassMetrics(dice, voe, rvd, assd, mssd, n_ref, n_pred, inter)
+
+
+def _matched(components: np.ndarray, n: int, other: np.ndarray) -> int:
+    """How many of ``n`` components reach IoU > 0.5 with the union of the ``other`` components they touch."""
+    other_labels, _ = ndimage.label(other)
+    count = 0
+    for c in range(1, n + 1):
+        mine = components == c
+        touching = np.unique(other_labels[mine])
+        touching = touching[touching > 0]
+        if touching.size == 0:
+            continue
+        theirs = np.isin(other_labels, touching)
+        iou = np.count_nonzero(mine & theirs) / np.count_nonzero(mine | theirs)
+        count += iou > 0.5
+    return count
+
+
+def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
+    if pred.shape_zyx != ref.shape_zyx or not np.allclose(pred.affine_lps, ref.affine_lps, atol=1e-3):
+        raise InputError(
+            f"{name}: prediction grid {pred.shape_zyx} does not match the reference grid {ref.shape_zyx} "
+            "(shape or affine differ); evaluate predictions on the reference's own grid"
+        )
+    p, r = np.asarray(pred.array), np.asarray(ref.array)
+    spacing_zyx = pred.spacing_mm[::-1]
+    liver = class_metrics(CLASSES["liver"](p), CLASSES["liver"](r), spacing_zyx)
+    tumor = class_metrics(CLASSES["tumor"](p), CLASSES["tumor"](r), spacing_zyx)
+    ref_lesions, n_ref = ndimage.label(r == 2)
+    pred_lesions, n_pred = ndimage.label(p == 2)
+    burden_ref = tumor.ref_voxels / liver.ref_voxels if liver.ref_voxels else 0.0
+    burden_pred = tumor.pred_voxels / liver.pred_voxels if liver.pred_voxels else 0.0
+    return CaseMetrics(
+        name,
+        liver,
+        tumor,
+        n_ref,
+        n_pred,
+        _matched(ref_lesions, n_ref, p == 2),
+        _matched(pred_lesions, n_pred, r == 2),
+        abs(burden_pred - burden_ref),
+    )
+
+
+def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
+    """Mean per-case metrics, global Dice, and lesion detection precision/recall."""
+    out: dict[str, object] = {"cases": len(cases)}
+    for cls in ("liver", "tumor"):
+        ms = [getattr(c, cls) for c in cases]
+        finite = lambda v: [x for x in v if math.isfinite(x)]  # noqa: E731
+        with_ref = [m for m in ms if m.ref_voxels > 0]
+        out[cls] = {
+            "dice_per_case_mean": float(np.mean([m.dice for m in with_ref])) if with_ref else float("nan"),
+            "dice_per_case_min": float(np.min([m.dice for m in with_ref])) if with_ref else float("nan"),
+            "dice_global": 2
+            * sum(m.intersection for m in ms)
+            / max(1, sum(m.ref_voxels + m.pred_voxels for m in ms)),
+            "voe_mean": float(np.mean([m.voe for m in with_ref])) if with_ref else float("nan"),
+            "rvd_mean": float(np.mean(finite([m.rvd for m in with_ref]))) if with_ref else float("nan"),
+            "assd_mm_mean": float(np.mean(finite([m.assd_mm for m in with_ref]) or [float("nan")])),
+            "mssd_mm_mean": float(np.mean(finite([m.mssd_mm for m in with_ref]) or [float("nan")])),
+        }
+    n_ref = sum(c.lesions_ref for c in cases)
+    n_pred = sum(c.lesions_pred for c in cases)
+    out["lesion_recall"] = sum(c.lesions_detected for c in cases) / n_ref if n_ref else float("nan")
+    out["lesion_precision"] = sum(c.lesions_true_pred for c in cases) / n_pred if n_pred else float("nan")
+    out["tumor_burden_error_mean"] = (
+        float(np.mean([c.tumor_burden_error for c in cases])) if cases else float("nan")
+    )
+    return out
+
+
+def pair_files(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
+    """Pairs (name, prediction, reference): two files, or same-named NIfTI files in two folders."""
+    if pred.is_file() and ref.is_file():
+        return [(ref.name, pred, ref)]
+    if pred.is_dir() and ref.is_dir():
+        refs = sorted(p for p in ref.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+        missing = [p.name for p in refs if not (pred / p.name).is_file()]
+        if missing or not refs:
+            raise InputError(
+                f"no prediction for {missing or 'any reference'} in {pred}; name predictions as "
+                f"their references (e.g. segmentation-N.nii.gz)"
+            )
+        return [(p.name, pred / p.name, p) for p in refs]
+    raise InputError(f"pass two NIfTI files or two folders; got {pred} and {ref}")
+
+
+def evaluate(pred: Path, ref: Path) -> tuple[list[CaseMetrics], dict[str, object]]:
+    cases = [case_metrics(name, read_nifti(p), read_nifti(r)) for name, p, r in pair_files(pred, ref)]
+    return cases, summarize(cases)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="litseg-eval", description="LiTS metrics of predicted label maps.")
+    parser.add_argument("pred", type=Path, help="predicted NIfTI label map, or a folder of them")
+    parser.add_argument("ref", type=Path, help="reference NIfTI label map, or a folder of them")
+    parser.add_argument("--json", type=Path, default=None, help="write per-case and summary metrics here")
+    args = parser.parse_args(argv)
+    try:
+        cases, summary = evaluate(args.pred, args.ref)
+    except InputError as exc:
+        print(f"litseg-eval: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    result = {"summary": summary, "cases": [asdict(c) for c in cases]}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""``litseg-train``: train the U-Net on an HDF5 set from ``litseg-prepare``.
+
+Seed defaults (Adam, lr 1e-4, 10 epochs, base width 64); weighted losses with class weights from the
+set's class frequencies; patient-wise validation with per-class Dice each epoch; checkpoints holding
+weights + config + preprocessing spec, loaded with ``torch.load(weights_only=True)`` (no arbitrary
+pickles) and resumable; JSON/CSV log and a PNG of the curves; AMP on CUDA; DDP under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from litseg.runtime.spec import PreprocessSpec
+
+from .data import Augment, SliceDataset, patient_split, read_info
+from .losses import LOSSES, class_weights, compute_loss
+from .unet import UNet
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; the CLI has one flag per field."""
+
+    data: str
+    out: str
+    task: str | None = None  # None: the task of the HDF5 set
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-4
+    base: int = 64
+    loss: str | None = None  # None: bce+dice for liver, ce+dice for liver-tumor
+    class_weights: tuple[float, ...] | None = None  # None: from the set's class frequencies
+    val_fraction: float = 0.2
+    slices_per_epoch: int | None = None  # None: every training slice once per epoch
+    augment: bool = True
+    seed: int = 0
+    workers: int = 0
+    amp: bool = True  # only has an effect on CUDA
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.base < 1 or not self.lr > 0:
+            raise ValueError(
+                f"epochs, batch_size and base must be >= 1 and lr > 0; got {self.epochs}, {self.batch_size}, "
+                f"{self.base}, {self.lr}"
+            )
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+
+
+def save_checkpoint(
+    path: Path,
+    model: UNet,
+    optimizer: torch.optim.Optimizer | None,
+    config: TrainConfig,
+    spec: PreprocessSpec,
+    epoch: int,
+    metrics: dict[str, Any],
+) -> None:
+    """Weights + optimizer + config + spec + metrics; written atomically."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "config": json.dumps(asdict(config)),
+        "spec": spec.to_json(),
+        "architecture": json.dumps({"name": "unet2d", "base": model.base, "num_classes": model.num_classes}),
+        "epoch": epoch,
+        "metrics": json.dumps(metrics),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: UNet
+    config: TrainConfig
+    spec: PreprocessSpec
+    epoch: int
+    metrics: dict[str, Any]
+    optimizer_state: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint safely (``weights_only``: tensors and plain values, never arbitrary objects)."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises UnpicklingError, KeyError, EOFError, RuntimeError for bad files
+        raise ValueError(f"{path} is not a loadable litseg checkpoint (refused or corrupt): {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a litseg checkpoint (format {CHECKPOINT_FORMAT})")
+    arch = json.loads(state["architecture"])
+    model = UNet(num_classes=int(arch["num_classes"]), base=int(arch["base"]))
+    model.load_state_dict(state["model"])
+    known = {f.name for f in fields(TrainConfig)}
+    raw = {k: v for k, v in json.loads(state["config"]).items() if k in known}
+    if raw.get("class_weights") is not None:
+        raw["class_weights"] = tuple(raw["class_weights"])
+    return Checkpoint(
+        model,
+        TrainConfig(**raw),
+        PreprocessSpec.from_json(state["spec"]),
+        int(state["epoch"]),
+        json.loads(state["metrics"]),
+        state["optimizer"],
+    )
+
+
+class _Logits(torch.nn.Module):
+    """Training view of the U-Net: forward gives logits (the losses apply their own softmax)."""
+
+    def __init__(self, unet: UNet) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet.logits(x)
+
+
+def _dist() -> tuple[int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def evaluate_dice(
+    model: UNet, loader: DataLoader[Any], num_classes: int, device: torch.device
+) -> list[float]:
+    """Global Dice per class (argmax prediction) over a loader."""
+    model.eval()
+    inter = torch.zeros(num_classes, dtype=torch.float64)
+    total = torch.zeros(num_classes, dtype=torch.float64)
+    for image, mask in loader:
+        pred = model.logits(image.to(device)).argmax(1).cpu()
+        for c in range(num_classes):
+            p, t = pred == c, mask == c
+            inter[c] += (p & t).sum()
+            total[c] += p.sum() + t.sum()
+    return [float(2 * i / t) if t > 0 else float("nan") for i, t in zip(inter, total, strict=True)]
+
+
+def train(config: TrainConfig, progress: bool = False) -> Path:
+    """Run training; returns the path of the best checkpoint (by mean foreground validation Dice)."""
+    rank, world = _dist()
+    torch.manual_seed(config.seed)
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    )
+    info = read_info(Path(config.data))
+    task = config.task or info.task
+    if task != info.task:
+        raise ValueError(
+            f"--task {task} does not match the HDF5 set's task {info.task}; prepare it for {task}"
+        )
+    spec = info.spec
+    loss_name = config.loss or ("bce+dice" if task == "liver" else "ce+dice")
+    weights = (
+        torch.tensor(config.class_weights, dtype=torch.float32)
+        if config.class_weights
+        else class_weights(info.class_voxels)
+    )
+    train_idx, val_idx = patient_split(info, config.val_fraction, config.seed)
+    train_set = SliceDataset(Path(config.data), train_idx, Augment() if config.augment else None, config.seed)
+    val_set = SliceDataset(Path(config.data), val_idx)
+    model = UNet(spec.num_classes, config.base).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    out = Path(config.out)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if config.resume:
+        ckpt = load_checkpoint(config.resume)
+        model.load_state_dict(ckpt.model.state_dict())
+        if ckpt.optimizer_state:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        start_epoch = ckpt.epoch
+        history = list(ckpt.metrics.get("history", []))
+    net: torch.nn.Module = _Logits(model)
+    if world > 1:
+        net = DistributedDataParallel(net)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "task %s, loss %s, class weights %s, %d train / %d val slices (%d / %d cases)",
+            task,
+            loss_name,
+            [round(float(w), 3) for w in weights],
+            len(train_idx),
+            len(val_idx),
+            len(set(info.case_index[train_idx].tolist())),
+            len(set(info.case_index[val_idx].tolist())),
+        )
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
+    best = -math.inf
+    best_path = out / "checkpoint-best.pt"
+    for epoch in range(start_epoch, config.epochs):
+        train_set.epoch = epoch
+        if world > 1:
+            sampler: Any = DistributedSampler(train_set, seed=config.seed)
+            sampler.set_epoch(epoch)
+        else:
+            n = config.slices_per_epoch or len(train_set)
+            sampler = RandomSampler(
+                train_set, num_samples=n, generator=torch.Generator().manual_seed(config.seed + epoch)
+            )
+        loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            drop_last=len(train_set) > config.batch_size,
+        )
+        net.train()
+        started = time.perf_counter()
+        losses = []
+        for image, mask in tqdm(
+            loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0
+        ):
+            image, mask = image.to(device), mask.to(device)
+            with torch.autocast(device.type, enabled=scaler.is_enabled()):
+                logits = net(image)
+                loss = compute_loss(loss_name, logits.float(), mask, weights.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        if rank == 0:
+            dice = evaluate_dice(model, val_loader, spec.num_classes, device)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "seconds": round(time.perf_counter() - started, 1),
+                **{f"val_dice_{name}": d for name, d in zip(spec.class_names, dice, strict=True)},
+            }
+            history.append(row)
+            score = float(np.nanmean(dice[1:]))
+            metrics = {"history": history, "best_val_mean_fg_dice": max(best, score)}
+            save_checkpoint(out / "checkpoint-last.pt", model, optimizer, config, spec, epoch + 1, metrics)
+            if score > best:
+                best = score
+                save_checkpoint(best_path, model, None, config, spec, epoch + 1, metrics)
+            write_logs(out, history)
+            log.info(
+                "epoch %d: loss %.4f, val dice %s (%.0f s)",
+                epoch + 1,
+                row["train_loss"],
+                [round(d, 4) for d in dice],
+                row["seconds"],
+            )
+        if world > 1:
+            dist.barrier()
+    if world > 1:
+        dist.destroy_process_group()
+    return best_path
+
+
+def write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    """log.json, log.csv and curves.png in the run folder."""
+    (out / "log.json").write_text(json.dumps(history, indent=1) + "\n")
+    with open(out / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """A small line chart (PIL): training loss and validation Dice per class against epochs."""
+    from PIL import Image, ImageDraw
+
+    width, height, pad = 640, 360, 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([pad, pad, width - pad, height - pad], outline="black")
+    keys = [k for k in history[0] if k == "train_loss" or k.startswith("val_dice_")]
+    colors = ["black", "tab:blue", "red", "green", "orange", "purple"]
+    palette = {"tab:blue": "blue"}
+    n = max(len(history) - 1, 1)
+    for key, color in zip(keys, colors, strict=False):
+        values = [float(r[key]) for r in history]
+        top = max(
+            1.0, max(v for v in values if not math.isnan(v)) if any(not math.isnan(v) for v in values) else 1
+        )
+        points = [
+            (pad + (width - 2 * pad) * i / n, height - pad - (height - 2 * pad) * (v / top))
+            for i, v in enumerate(values)
+            if not math.isnan(v)
+        ]
+        if len(points) > 1:
+            draw.line(points, fill=palette.get(color, color), width=2)
+        draw.text((pad + 5, pad + 5 + 12 * keys.index(key)), key, fill=palette.get(color, color))
+    draw.text((pad, height - pad + 8), f"epochs 1..{len(history)}", fill="black")
+    img.save(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="litseg-train", description="Train the litseg U-Net on an HDF5 set."
+    )
+    parser.add_argument("--data", required=True, help="HDF5 set from litseg-prepare")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, curves)")
+    parser.add_argument("--task", choices=("liver", "liver-tumor"), default=None)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument(
+        "--base", type=int, default=TrainConfig.base, help="channels of the first block (seed: 64)"
+    )
+    parser.add_argument("--loss", choices=LOSSES, default=None)
+    parser.add_argument(
+        "--class-weights", default=None, help="comma-separated, one per class (default: from data)"
+    )
+    parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+    parser.add_argument("--slices-per-epoch", type=int, default=None)
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--no-amp", dest="amp", action="store_false")
+    parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        weights = tuple(float(w) for w in args.class_weights.split(",")) if args.class_weights else None
+        config = TrainConfig(
+            args.data,
+            args.out,
+            args.task,
+            args.epochs,
+            args.batch_size,
+            args.lr,
+            args.base,
+            args.loss,
+            weights,
+            args.val_fraction,
+            args.slices_per_epoch,
+            args.augment,
+            args.seed,
+            args.workers,
+            args.amp,
+            args.resume,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    best = train(config, progress=sys.stderr.isatty())
+    print(json.dumps({"best_checkpoint": str(best)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
