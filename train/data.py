@@ -97,7 +97,10 @@ class Augment:
 
 
 class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Slices of an HDF5 set: ``(image (1, h, w) float32, mask (h, w) int64)``; HDF5 opened lazily per worker."""
+    """Slices of an HDF5 set: ``(image (1, h, w) float32, mask (h, w) int64)``.
+
+    The HDF5 file is opened lazily, once per worker process.
+    """
 
     def __init__(
         self, path: Path, indices: np.ndarray, augment: Augment | None = None, seed: int = 0

@@ -282,7 +282,7 @@ def blur_slices_kernel(src, dst, kernel):  # type: ignore[no-untyped-def]
 
 
 def gaussian_kernel(sigma_px: float) -> npt.NDArray[np.float32]:
-    radius = max(1, int(math.ceil(3 * sigma_px)))
+    radius = max(1, math.ceil(3 * sigma_px))
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (t / max(sigma_px, 1e-6)) ** 2)
     return (k / k.sum()).astype(np.float32)

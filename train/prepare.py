@@ -170,7 +170,7 @@ def select_slices(labels: npt.NDArray[np.uint8], empty_fraction: float, key: str
     has_liver = labels.any(axis=(1, 2))
     empty = np.nonzero(~has_liver)[0]
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-    n_keep = int(round(empty_fraction * empty.size))
+    n_keep = round(empty_fraction * empty.size)
     kept_empty = (
         np.random.default_rng(seed).choice(empty, size=n_keep, replace=False) if n_keep else empty[:0]
     )

@@ -35,7 +35,8 @@ def test_surface_distances_in_millimetres() -> None:
     pred = np.zeros((1, 1, 12), bool)
     pred[0, 0, 5:7] = True  # shifted by 3 voxels of 2 mm along x
     m = class_metrics(pred, ref, (3.0, 2.0, 2.0))
-    # surfaces: ref {2,3}, pred {5,6}; distances pred->ref: 5->3 = 2 vox, 6->3 = 3 vox; ref->pred: 2->5 = 3, 3->5 = 2
+    # surfaces: ref {2,3}, pred {5,6}
+    # pred->ref: 5->3 = 2 voxels, 6->3 = 3; ref->pred: 2->5 = 3, 3->5 = 2
     assert m.assd_mm == pytest.approx((4 + 6 + 6 + 4) / 4)
     assert m.mssd_mm == pytest.approx(6.0)
     same = class_metrics(ref, ref, (3.0, 2.0, 2.0))

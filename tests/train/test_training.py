@@ -112,7 +112,7 @@ def test_checkpoints_refuse_arbitrary_pickles(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     torch.save({"format": 1, "payload": Evil()}, path)
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
         load_checkpoint(path)
 
 
