@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-gpu test-slow bench clean
+.PHONY: install demo test lint typecheck test-gpu test-slow bench models clean
 
 # A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job on the embedded default: a synthetic DICOM series through litseg-run.
+# The main job on the embedded default: a synthetic phantom DICOM series through litseg-run with the
+# bundled liver-tumor model.
+DEMO := build/demo
 demo: $(STAMP)
-	$(BIN)/python -m litseg.runtime.demo
+	$(BIN)/litseg-phantom --out $(DEMO)/lits --cases 1 --seed 4242 --contrast portal-venous --tumors 4 --dicom
+	$(BIN)/litseg-run $(DEMO)/lits/dicom/case-0 --out $(DEMO)/result --overwrite \
+		--formats seg,nifti,json,overlay,mask-dicom
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,6 +48,11 @@ test-slow: $(STAMP)
 # Benchmarks with timing on (the test run executes each benchmark once, untimed).
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=build/benchmarks.json
+
+# The recipe of the bundled default models (CPU, about an hour on 2 cores): phantoms -> HDF5 ->
+# train -> export -> evaluate on held-out phantoms. Override e.g. CASES=10 EPOCHS_TUMOR=2 for a dry run.
+models: $(STAMP)
+	bash train/recipe.sh
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -15,9 +15,7 @@ HU = np.random.default_rng(0).normal(40, 300, (64, 512, 512)).astype(np.float32)
 
 
 def _pil_resample(array: np.ndarray) -> np.ndarray:
-    return np.stack(
-        [np.asarray(Image.fromarray(s, mode="F").resize((256, 256), Image.BILINEAR)) for s in array]
-    )
+    return np.stack([np.asarray(Image.fromarray(s, mode="F").resize((256, 256), Image.BILINEAR)) for s in array])
 
 
 @pytest.mark.benchmark(group="resample 64x512x512 -> 256x256")

@@ -26,10 +26,7 @@ def _bare_pydicom(folder: Path) -> np.ndarray:
     datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
     datasets.sort(key=lambda d: float(d.ImagePositionPatient[2]))
     return np.stack(
-        [
-            d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept)
-            for d in datasets
-        ]
+        [d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in datasets]
     )
 
 

@@ -23,9 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="model name (default: litseg-<task>)")
     parser.add_argument("--version", default="0.1.0", help="model version written into the metadata")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| on probabilities")
-    parser.add_argument(
-        "--fp16", action="store_true", help="also write <out>-fp16.onnx (half-precision weights)"
-    )
+    parser.add_argument("--fp16", action="store_true", help="also write <out>-fp16.onnx (half-precision weights)")
     parser.add_argument("--metadata", default=None, help="JSON object of extra metadata (e.g. test metrics)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -41,11 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "litseg.class_names": json.dumps(list(ckpt.spec.class_names)),
         "litseg.architecture": json.dumps({"name": "unet2d", "base": ckpt.model.base}),
         "litseg.training": json.dumps(
-            {
-                k: v
-                for k, v in json.loads(json.dumps(ckpt.config.__dict__)).items()
-                if k not in ("resume", "out")
-            }
+            {k: v for k, v in json.loads(json.dumps(ckpt.config.__dict__)).items() if k not in ("resume", "out")}
         ),
         "litseg.validation_metrics": json.dumps({k: v for k, v in last.items() if k.startswith("val_")}),
         "litseg.epochs_trained": str(ckpt.epoch),

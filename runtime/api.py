@@ -23,6 +23,7 @@ from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import LitsegError, ModelError, OutputError
 from .model import DEVICES, Model, ModelInfo
 from .nifti import write_nifti
+from .overlay import write_overlay
 from .postprocess import Measurements, clean_labels, measure
 from .preprocess import preprocess, restore_labels
 from .series import DicomSeries, SeriesSource, read_series
@@ -37,6 +38,7 @@ OUTPUT_FILES: dict[str, str] = {
     "nifti": "labels.nii.gz",
     "json": "report.json",
     "mask-dicom": "mask",  # a folder: one grey-level DICOM image per source slice (the seed's convention)
+    "overlay": "overlay.png",  # quick look: CT slices through the liver with the labels blended in
 }
 DEFAULT_FORMATS: tuple[str, ...] = ("seg", "nifti", "json")
 DEFAULT_MODEL_NAME = "liver-tumor.onnx"
@@ -198,9 +200,7 @@ def write_results(
     """Write the requested formats into ``out_dir`` atomically; returns the path of each file."""
     unknown = sorted(set(formats) - set(OUTPUT_FILES))
     if unknown or not formats:
-        raise OutputError(
-            f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}"
-        )
+        raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
     out_dir = Path(out_dir)
     report = result.report()
     timer = _Timer()
@@ -223,9 +223,10 @@ def write_results(
                     source, int(source.get("SeriesNumber", 0) or 0) + 2000, f"litseg mask {algorithm.name}"
                 )
                 task = result.model.spec.task
-                write_datasets(
-                    mask_datasets(result.labels, task, identity, result.labels.source_sop_uids), folder
-                )
+                write_datasets(mask_datasets(result.labels, task, identity, result.labels.source_sop_uids), folder)
+        if "overlay" in formats:
+            with timer.stage("write_overlay"):
+                write_overlay(result.series.volume, result.labels, tmp / OUTPUT_FILES["overlay"])
         if "json" in formats:
             report["timings_s"].update({k: round(v, 4) for k, v in timer.timings.items()})
             report["outputs"] = [OUTPUT_FILES[f] for f in formats]

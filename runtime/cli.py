@@ -47,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated outputs among {','.join(OUTPUT_FILES)} (default: %(default)s)",
     )
     parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the input holds several")
-    parser.add_argument(
-        "--batch-size", type=int, default=RunConfig.batch_size, help="slices per inference call"
-    )
+    parser.add_argument("--batch-size", type=int, default=RunConfig.batch_size, help="slices per inference call")
     parser.add_argument(
         "--no-largest-component",
         dest="largest_component",
@@ -72,9 +70,7 @@ class _ProgressBar:
         width = 30
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""
-        print(
-            f"\r{stage:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr
-        )
+        print(f"\r{stage:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

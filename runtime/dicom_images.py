@@ -163,9 +163,7 @@ def mask_datasets(
     array = lut[np.asarray(labels.array, dtype=np.uint8)]
     out = []
     for k in range(array.shape[0]):
-        ds = _base(
-            identity, SecondaryCaptureImageStorage, generate_uid(entropy_srcs=[identity.series_uid, str(k)])
-        )
+        ds = _base(identity, SecondaryCaptureImageStorage, generate_uid(entropy_srcs=[identity.series_uid, str(k)]))
         ds.Modality = "OT"
         ds.ConversionType = "WSD"
         ds.ImageType = ["DERIVED", "SECONDARY", "MASK"]

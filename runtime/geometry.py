@@ -47,9 +47,7 @@ class Reorientation:
 
     def apply_array(self, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         """Reorient a ``(z, y, x)`` array (numba kernel); returns a new contiguous array."""
-        return kernels.reorient(
-            np.ascontiguousarray(array), self.transpose, self.flip_z, self.flip_y, self.flip_x
-        )
+        return kernels.reorient(np.ascontiguousarray(array), self.transpose, self.flip_z, self.flip_y, self.flip_x)
 
     def apply_affine(
         self, affine_lps: npt.NDArray[np.float64], shape_zyx: tuple[int, int, int]

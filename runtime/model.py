@@ -166,9 +166,7 @@ class Model:
             )
         shape = inputs[0].shape
         if len(shape) != 4 or inputs[0].type != "tensor(float)":
-            raise ModelError(
-                f"model {self.path} input must be float32 (batch, 1, h, w); got {inputs[0].type} {shape}"
-            )
+            raise ModelError(f"model {self.path} input must be float32 (batch, 1, h, w); got {inputs[0].type} {shape}")
         self._input_name = inputs[0].name
 
     @property

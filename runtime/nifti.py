@@ -35,8 +35,6 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise InputError(
-            f"{path} holds a {data.ndim}-D image (shape {data.shape}); litseg needs a 3-D volume"
-        )
+        raise InputError(f"{path} holds a {data.ndim}-D image (shape {data.shape}); litseg needs a 3-D volume")
     affine_lps = lps_to_ras(np.asarray(image.affine, dtype=np.float64))
     return Volume(np.ascontiguousarray(data.transpose(2, 1, 0)), affine_lps)

@@ -142,8 +142,7 @@ def _choose_series(candidates: Iterable[_Candidate], series_uid: str | None) -> 
     if series_uid is not None:
         if series_uid not in by_series:
             raise InputError(
-                f"series {series_uid!r} is not among the CT image series found; found: "
-                f"{_describe(by_series) or 'none'}"
+                f"series {series_uid!r} is not among the CT image series found; found: {_describe(by_series) or 'none'}"
             )
         return by_series[series_uid]
     if not by_series:

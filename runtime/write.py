@@ -130,9 +130,7 @@ def commit_folder(out_dir: Path, write: Callable[[Path], None], overwrite: bool 
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output path {out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputError(
-            f"output folder {out_dir} already holds files; choose another --out or pass --overwrite"
-        )
+        raise OutputError(f"output folder {out_dir} already holds files; choose another --out or pass --overwrite")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -77,9 +77,7 @@ class SeriesGeometry:
 
     def world_grid(self) -> np.ndarray:
         """LPS coordinates of every voxel centre, shape (slices, rows, columns, 3)."""
-        k, j, i = np.meshgrid(
-            np.arange(self.slices), np.arange(self.rows), np.arange(self.columns), indexing="ij"
-        )
+        k, j, i = np.meshgrid(np.arange(self.slices), np.arange(self.rows), np.arange(self.columns), indexing="ij")
         ijk = np.stack([i, j, k], axis=-1).astype(float)
         a = self.affine_lps()
         return ijk @ a[:3, :3].T + a[:3, 3]
@@ -149,9 +147,7 @@ def make_series(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = geometry.slices - k  # deliberately not the spatial order
         ds.ImagePositionPatient = [f"{v:.6f}" for v in a[:3, :3] @ [0, 0, k] + a[:3, 3]]
-        ds.ImageOrientationPatient = [
-            f"{v:.6f}" for v in (*geometry.row_direction, *geometry.column_direction)
-        ]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*geometry.row_direction, *geometry.column_direction)]
         ds.PixelSpacing = [f"{v:.6f}" for v in geometry.pixel_spacing_mm]
         ds.SliceThickness = f"{geometry.slice_spacing_mm * 1.25:.3f}"  # thickness != spacing on purpose
         ds.KVP = "120"

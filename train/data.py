@@ -86,9 +86,7 @@ class Augment:
             dtype=torch.float32,
         )[None]
         grid = F.affine_grid(theta, [1, 1, *image.shape[1:]], align_corners=False)
-        warped = F.grid_sample(
-            image[None], grid, mode="bilinear", padding_mode="border", align_corners=False
-        )[0]
+        warped = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
         warped_mask = F.grid_sample(
             mask[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
         )[0, 0].long()
@@ -102,9 +100,7 @@ class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     The HDF5 file is opened lazily, once per worker process.
     """
 
-    def __init__(
-        self, path: Path, indices: np.ndarray, augment: Augment | None = None, seed: int = 0
-    ) -> None:
+    def __init__(self, path: Path, indices: np.ndarray, augment: Augment | None = None, seed: int = 0) -> None:
         self.path = Path(path)
         self.indices = np.asarray(indices)
         self.augment = augment

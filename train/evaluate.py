@@ -52,9 +52,7 @@ class CaseMetrics:
     tumor_burden_error: float
 
 
-def surface_distances(
-    a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]
-) -> np.ndarray:
+def surface_distances(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]) -> np.ndarray:
     """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``."""
     struct = ndimage.generate_binary_structure(3, 1)
     surf_a = a & ~ndimage.binary_erosion(a, struct, border_value=0)
@@ -134,9 +132,7 @@ def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
         out[cls] = {
             "dice_per_case_mean": float(np.mean([m.dice for m in with_ref])) if with_ref else float("nan"),
             "dice_per_case_min": float(np.min([m.dice for m in with_ref])) if with_ref else float("nan"),
-            "dice_global": 2
-            * sum(m.intersection for m in ms)
-            / max(1, sum(m.ref_voxels + m.pred_voxels for m in ms)),
+            "dice_global": 2 * sum(m.intersection for m in ms) / max(1, sum(m.ref_voxels + m.pred_voxels for m in ms)),
             "voe_mean": float(np.mean([m.voe for m in with_ref])) if with_ref else float("nan"),
             "rvd_mean": float(np.mean(finite([m.rvd for m in with_ref]))) if with_ref else float("nan"),
             "assd_mm_mean": float(np.mean(finite([m.assd_mm for m in with_ref]) or [float("nan")])),
@@ -146,9 +142,7 @@ def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
     n_pred = sum(c.lesions_pred for c in cases)
     out["lesion_recall"] = sum(c.lesions_detected for c in cases) / n_ref if n_ref else float("nan")
     out["lesion_precision"] = sum(c.lesions_true_pred for c in cases) / n_pred if n_pred else float("nan")
-    out["tumor_burden_error_mean"] = (
-        float(np.mean([c.tumor_burden_error for c in cases])) if cases else float("nan")
-    )
+    out["tumor_burden_error_mean"] = float(np.mean([c.tumor_burden_error for c in cases])) if cases else float("nan")
     return out
 
 

@@ -39,9 +39,7 @@ def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tenso
     return F.cross_entropy(logits, target.long(), weight=weights.to(logits.device))
 
 
-def weighted_dice(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, eps: float = 1.0
-) -> torch.Tensor:
+def weighted_dice(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - weighted mean of per-class soft Dice over the batch (background included with its weight)."""
     probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
@@ -53,9 +51,7 @@ def weighted_dice(
     return 1.0 - (dice * w).sum() / w.sum()
 
 
-def compute_loss(
-    name: str, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
+def compute_loss(name: str, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got {name!r}")
     total = logits.new_zeros(())

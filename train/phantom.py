@@ -195,9 +195,7 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _liver_shapes(
-    scene: _Scene, an: _Anatomy, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def _liver_shapes(scene: _Scene, an: _Anatomy, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Right lobe (dome under the diaphragm), left lobe over the midline, caudate; returns the ellipsoids."""
     rng = np.random.default_rng(an.liver_seed)
     a, b, s, h = an.a, an.b, an.liver_scale, an.liver_height
@@ -322,9 +320,7 @@ def _build_scene(
         kc = (side * 0.45 * a, 0.5 * b, -0.62 * h + dz - _u(rng, 0, 25))
         kr = (_u(rng, 26, 32), _u(rng, 22, 27), _u(rng, 50, 60))
         ang = side * _u(rng, 0.2, 0.5)
-        scene.ellipsoid(
-            kc, kr, _u(rng, 150, 200) if con else _u(rng, 30, 40), angle=ang, texture=5.0, deform=True
-        )
+        scene.ellipsoid(kc, kr, _u(rng, 150, 200) if con else _u(rng, 30, 40), angle=ang, texture=5.0, deform=True)
         scene.ellipsoid(
             kc,
             (kr[0] * 0.6, kr[1] * 0.6, kr[2] * 0.75),
@@ -388,14 +384,10 @@ def _build_scene(
     top = np.array([ivc[0], ivc[1], -0.08 * h])
     for _ in range(3):
         end = (
-            anchor
-            + np.array([_u(rng, -0.5, 0.6) * a, _u(rng, -0.5, 0.0) * b, _u(rng, 0.0, 0.3) * h])
-            * an.liver_scale
+            anchor + np.array([_u(rng, -0.5, 0.6) * a, _u(rng, -0.5, 0.0) * b, _u(rng, 0.0, 0.3) * h]) * an.liver_scale
         )
         scene.capsule(top, end, _u(rng, 3, 5), vessel_hu, deform=True, soft=0.5)
-    scene.capsule(
-        (ivc[0], ivc[1], -0.75 * h), (ivc[0], ivc[1], -0.02 * h), _u(rng, 9, 12), vessel_hu, label=pr.CLEAR
-    )
+    scene.capsule((ivc[0], ivc[1], -0.75 * h), (ivc[0], ivc[1], -0.02 * h), _u(rng, 9, 12), vessel_hu, label=pr.CLEAR)
     if rng.random() < 0.8:
         gb = anchor + np.array([0.2 * a, -0.4 * b, -0.25 * h]) * an.liver_scale
         scene.ellipsoid(
@@ -509,9 +501,7 @@ def generate_case(seed: int, options: PhantomOptions = PhantomOptions()) -> Phan
     length = slices * spacing_z
     z_top = _u(rng, 20, 60) if options.slices is None else min(40.0, length * 0.3)
     z_bottom = z_top - (slices - 1) * spacing_z
-    scene, extra = _build_scene(
-        an, rng, n_tumors, (z_bottom, z_top), margin=thickness + 2 * pixel, deform_mm=max_shift
-    )
+    scene, extra = _build_scene(an, rng, n_tumors, (z_bottom, z_top), margin=thickness + 2 * pixel, deform_mm=max_shift)
     n = options.rows
     affine = np.diag([pixel, pixel, spacing_z, 1.0])
     affine[:3, 3] = (-(n - 1) / 2 * pixel + _u(rng, -10, 10), -(n - 1) / 2 * pixel + _u(rng, 0, 25), z_bottom)
@@ -602,9 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=1, help="number of cases (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
     parser.add_argument("--start-index", type=int, default=0, help="index N of the first volume-N file")
-    parser.add_argument(
-        "--slices", type=int, default=None, help="slices per case (default: realistic random)"
-    )
+    parser.add_argument("--slices", type=int, default=None, help="slices per case (default: realistic random)")
     parser.add_argument("--tumors", type=int, default=None, help="tumors per case (default: 0-12, median 3)")
     parser.add_argument("--size", type=int, default=512, help="rows = columns (default 512)")
     parser.add_argument("--contrast", choices=("random", "portal-venous", "non-contrast"), default="random")

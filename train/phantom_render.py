@@ -144,9 +144,7 @@ def _deform_grid(deform, z, origin, px, py, ny, nx):  # type: ignore[no-untyped-
 
 
 @nb.njit(parallel=True, cache=True, nogil=True, fastmath=True, error_model="numpy")
-def render_kernel(
-    prims, deform, tex, tex_origin, tex_step, origin, spacing, thickness, hu, labels, background
-):  # type: ignore[no-untyped-def]
+def render_kernel(prims, deform, tex, tex_origin, tex_step, origin, spacing, thickness, hu, labels, background):  # type: ignore[no-untyped-def]
     nz, ny, nx = hu.shape
     px, py, dz_step = spacing[0], spacing[1], spacing[2]
     n_prims = prims.shape[0]
@@ -291,9 +289,7 @@ def gaussian_kernel(sigma_px: float) -> npt.NDArray[np.float32]:
 def blur_slices(array: npt.NDArray[np.float32], sigma_px: float) -> npt.NDArray[np.float32]:
     """In-plane Gaussian blur of every slice (edge-clamped), float32."""
     if array.dtype != np.float32 or array.ndim != 3 or not array.flags.c_contiguous:
-        raise ValueError(
-            f"blur_slices needs a C-contiguous float32 (z, y, x) array; got {array.dtype} {array.shape}"
-        )
+        raise ValueError(f"blur_slices needs a C-contiguous float32 (z, y, x) array; got {array.dtype} {array.shape}")
     out = np.empty_like(array)
     blur_slices_kernel(array, out, gaussian_kernel(sigma_px))
     return out

@@ -100,9 +100,7 @@ def find_cases(folder: Path, only: Sequence[int] | None = None) -> list[tuple[in
             raise InputError(f"{path.name} has no segmentation-{n}.nii(.gz) beside it in {folder}")
         found.append((n, path, seg))
     if not found:
-        raise InputError(
-            f"no volume-N.nii(.gz) files in {folder}" + (f" for cases {list(only)}" if only else "")
-        )
+        raise InputError(f"no volume-N.nii(.gz) files in {folder}" + (f" for cases {list(only)}" if only else ""))
     return sorted(found)
 
 
@@ -153,9 +151,7 @@ def load_case(n: int, volume_path: Path, seg_path: Path) -> PreparedCase:
     labels_array = reo.apply_array(np.asarray(mask.array, dtype=np.uint8))
     flip_x, flip_y = anatomical_flips(hu.array, labels_array)  # type: ignore[arg-type]
     if flip_x or flip_y:
-        log.warning(
-            "case %d: the header contradicts the anatomy (flip x: %s, y: %s); correcting", n, flip_x, flip_y
-        )
+        log.warning("case %d: the header contradicts the anatomy (flip x: %s, y: %s); correcting", n, flip_x, flip_y)
         notes["anatomy_flip"] = {"x": flip_x, "y": flip_y}
         fix = Reorientation(flip_y=flip_y, flip_x=flip_x)
         # The header was wrong: correct the pixels and keep the canonical affine, now true.
@@ -171,9 +167,7 @@ def select_slices(labels: npt.NDArray[np.uint8], empty_fraction: float, key: str
     empty = np.nonzero(~has_liver)[0]
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     n_keep = round(empty_fraction * empty.size)
-    kept_empty = (
-        np.random.default_rng(seed).choice(empty, size=n_keep, replace=False) if n_keep else empty[:0]
-    )
+    kept_empty = np.random.default_rng(seed).choice(empty, size=n_keep, replace=False) if n_keep else empty[:0]
     return np.sort(np.concatenate([np.nonzero(has_liver)[0], kept_empty])).astype(np.int64)
 
 
@@ -189,9 +183,7 @@ def resample_labels(
     out = np.empty((labels.shape[0], *shape_yx), dtype=np.uint8)
     for start in range(0, labels.shape[0], 16):
         chunk = labels[start : start + 16]
-        onehot = np.ascontiguousarray(
-            (chunk[:, None] == np.arange(num_classes)[None, :, None, None]), np.float32
-        )
+        onehot = np.ascontiguousarray((chunk[:, None] == np.arange(num_classes)[None, :, None, None]), np.float32)
         out[start : start + 16] = kernels.resample_argmax(onehot, shape_yx)
     return out
 
@@ -239,13 +231,9 @@ class _H5Set:
     def finish(self) -> None:
         f = self.file
         strings = h5py.string_dtype()
-        f.create_dataset(
-            "case_names", data=np.array(self.names, dtype=object), dtype=strings, track_times=False
-        )
+        f.create_dataset("case_names", data=np.array(self.names, dtype=object), dtype=strings, track_times=False)
         f.create_dataset("case_spacing_mm", data=np.array(self.spacings, dtype=np.float64), track_times=False)
-        f.create_dataset(
-            "case_notes", data=np.array(self.notes, dtype=object), dtype=strings, track_times=False
-        )
+        f.create_dataset("case_notes", data=np.array(self.notes, dtype=object), dtype=strings, track_times=False)
         f.attrs["preprocess_spec"] = self.config.spec.to_json()
         f.attrs["task"] = self.config.task
         f.attrs["class_names"] = json.dumps(list(self.config.spec.class_names))
@@ -309,9 +297,7 @@ def prepare(config: PrepareConfig, progress: bool = False) -> Path:
             slices = select_slices(np.asarray(case.labels.array), config.empty_fraction, case.name)
             image = preprocess(case.hu, config.spec).image.array[slices]
             labels = task_labels(np.asarray(case.labels.array)[slices], config.task)
-            masks = resample_labels(
-                np.ascontiguousarray(labels), config.spec.num_classes, config.spec.target_shape_yx
-            )
+            masks = resample_labels(np.ascontiguousarray(labels), config.spec.num_classes, config.spec.target_shape_yx)
             h5.append(case, np.asarray(image, dtype=np.float32), masks, slices)
             log.info("case %d: %d of %d slices kept", n, slices.size, case.hu.shape_zyx[0])
         h5.finish()

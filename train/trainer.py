@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from litseg.runtime.spec import PreprocessSpec
@@ -53,6 +54,7 @@ class TrainConfig:
     class_weights: tuple[float, ...] | None = None  # None: from the set's class frequencies
     val_fraction: float = 0.2
     slices_per_epoch: int | None = None  # None: every training slice once per epoch
+    rare_class_boost: float = 1.0  # sampling weight of slices showing the rarest class (tumor); 1 = uniform
     augment: bool = True
     seed: int = 0
     workers: int = 0
@@ -67,6 +69,8 @@ class TrainConfig:
             )
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.rare_class_boost < 1.0:
+            raise ValueError(f"rare_class_boost must be >= 1; got {self.rare_class_boost}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
 
@@ -153,9 +157,7 @@ def _dist() -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate_dice(
-    model: UNet, loader: DataLoader[Any], num_classes: int, device: torch.device
-) -> list[float]:
+def evaluate_dice(model: UNet, loader: DataLoader[Any], num_classes: int, device: torch.device) -> list[float]:
     """Global Dice per class (argmax prediction) over a loader."""
     model.eval()
     inter = torch.zeros(num_classes, dtype=torch.float64)
@@ -173,15 +175,11 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     """Run training; returns the path of the best checkpoint (by mean foreground validation Dice)."""
     rank, world = _dist()
     torch.manual_seed(config.seed)
-    device = torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    )
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     info = read_info(Path(config.data))
     task = config.task or info.task
     if task != info.task:
-        raise ValueError(
-            f"--task {task} does not match the HDF5 set's task {info.task}; prepare it for {task}"
-        )
+        raise ValueError(f"--task {task} does not match the HDF5 set's task {info.task}; prepare it for {task}")
     spec = info.spec
     loss_name = config.loss or ("bce+dice" if task == "liver" else "ce+dice")
     weights = (
@@ -220,6 +218,11 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             len(set(info.case_index[train_idx].tolist())),
             len(set(info.case_index[val_idx].tolist())),
         )
+    rare_slices = np.zeros(len(train_idx))
+    if config.rare_class_boost > 1.0:
+        with h5py.File(config.data, "r") as f:
+            masks = f["masks"]
+            rare_slices = np.array([masks[int(i)].max() == spec.num_classes - 1 for i in train_idx], dtype=float)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
     best = -math.inf
     best_path = out / "checkpoint-best.pt"
@@ -230,9 +233,12 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             sampler.set_epoch(epoch)
         else:
             n = config.slices_per_epoch or len(train_set)
-            sampler = RandomSampler(
-                train_set, num_samples=n, generator=torch.Generator().manual_seed(config.seed + epoch)
-            )
+            g = torch.Generator().manual_seed(config.seed + epoch)
+            if config.rare_class_boost > 1.0:
+                weights_per_slice = 1.0 + (config.rare_class_boost - 1.0) * rare_slices
+                sampler = WeightedRandomSampler(weights_per_slice.tolist(), n, replacement=True, generator=g)
+            else:
+                sampler = RandomSampler(train_set, num_samples=n, generator=g)
         loader = DataLoader(
             train_set,
             batch_size=config.batch_size,
@@ -243,9 +249,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         net.train()
         started = time.perf_counter()
         losses = []
-        for image, mask in tqdm(
-            loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0
-        ):
+        for image, mask in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0):
             image, mask = image.to(device), mask.to(device)
             with torch.autocast(device.type, enabled=scaler.is_enabled()):
                 logits = net(image)
@@ -309,9 +313,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     n = max(len(history) - 1, 1)
     for key, color in zip(keys, colors, strict=False):
         values = [float(r[key]) for r in history]
-        top = max(
-            1.0, max(v for v in values if not math.isnan(v)) if any(not math.isnan(v) for v in values) else 1
-        )
+        top = max(1.0, max(v for v in values if not math.isnan(v)) if any(not math.isnan(v) for v in values) else 1)
         points = [
             (pad + (width - 2 * pad) * i / n, height - pad - (height - 2 * pad) * (v / top))
             for i, v in enumerate(values)
@@ -325,24 +327,24 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="litseg-train", description="Train the litseg U-Net on an HDF5 set."
-    )
+    parser = argparse.ArgumentParser(prog="litseg-train", description="Train the litseg U-Net on an HDF5 set.")
     parser.add_argument("--data", required=True, help="HDF5 set from litseg-prepare")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, curves)")
     parser.add_argument("--task", choices=("liver", "liver-tumor"), default=None)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument(
-        "--base", type=int, default=TrainConfig.base, help="channels of the first block (seed: 64)"
-    )
+    parser.add_argument("--base", type=int, default=TrainConfig.base, help="channels of the first block (seed: 64)")
     parser.add_argument("--loss", choices=LOSSES, default=None)
-    parser.add_argument(
-        "--class-weights", default=None, help="comma-separated, one per class (default: from data)"
-    )
+    parser.add_argument("--class-weights", default=None, help="comma-separated, one per class (default: from data)")
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
     parser.add_argument("--slices-per-epoch", type=int, default=None)
+    parser.add_argument(
+        "--rare-class-boost",
+        type=float,
+        default=1.0,
+        help="sample slices showing the rarest class (tumor) this many times more often",
+    )
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
@@ -356,22 +358,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = tuple(float(w) for w in args.class_weights.split(",")) if args.class_weights else None
         config = TrainConfig(
-            args.data,
-            args.out,
-            args.task,
-            args.epochs,
-            args.batch_size,
-            args.lr,
-            args.base,
-            args.loss,
-            weights,
-            args.val_fraction,
-            args.slices_per_epoch,
-            args.augment,
-            args.seed,
-            args.workers,
-            args.amp,
-            args.resume,
+            data=args.data,
+            out=args.out,
+            task=args.task,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            base=args.base,
+            loss=args.loss,
+            class_weights=weights,
+            val_fraction=args.val_fraction,
+            slices_per_epoch=args.slices_per_epoch,
+            rare_class_boost=args.rare_class_boost,
+            augment=args.augment,
+            seed=args.seed,
+            workers=args.workers,
+            amp=args.amp,
+            resume=args.resume,
         )
     except ValueError as exc:
         parser.error(str(exc))

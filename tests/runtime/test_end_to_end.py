@@ -133,20 +133,15 @@ def test_seg_references_every_source_instance_and_frames_sit_on_source_positions
     }
 
 
-def test_seg_on_the_real_ct_references_its_three_instances(
-    real_ct: Path, tmp_path: Path, tumor_model: Path
-) -> None:
+def test_seg_on_the_real_ct_references_its_three_instances(real_ct: Path, tmp_path: Path, tumor_model: Path) -> None:
     result = segment(real_ct / "dicom", RunConfig(model=tumor_model))
     paths = write_results(result, tmp_path / "out", formats=("seg", "json"))
     seg = pydicom.dcmread(paths["seg"])
     referenced = [
-        str(i.ReferencedSOPInstanceUID)
-        for s in seg.ReferencedSeriesSequence
-        for i in s.ReferencedInstanceSequence
+        str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence
     ]
     sources = {
-        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-        for f in (real_ct / "dicom").glob("*.dcm")
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in (real_ct / "dicom").glob("*.dcm")
     }
     assert sorted(referenced) == sorted(sources)
     report = json.loads(paths["json"].read_text())
@@ -158,9 +153,7 @@ def test_cli_writes_all_outputs_and_leaves_the_input_untouched(
 ) -> None:
     write_series(make_series(_geometry(*ORIENTATIONS["standard"])), tmp_path / "in")
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
-    code = main(
-        [str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "out"), "--device", "cpu"]
-    )
+    code = main([str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["tumor_count"] == 1
@@ -207,3 +200,17 @@ def test_cli_exit_codes(tmp_path: Path, tumor_model: Path, capsys: pytest.Captur
     )
     assert code == 0
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize("name", ["standard", "mirrored-x", "transposed-neg"])
+def test_overlay_png_shows_the_liver_on_the_patients_right(name: str, tmp_path: Path, tumor_model: Path) -> None:
+    from PIL import Image
+
+    result = segment(make_series(_geometry(*ORIENTATIONS[name])), RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("overlay",))
+    rgb = np.asarray(Image.open(paths["overlay"]).convert("RGB")).astype(int)
+    tile = rgb[:, : rgb.shape[1] // 3]
+    reddish = np.argwhere((tile[..., 0] - tile[..., 2]) > 40)
+    assert reddish.size > 0
+    assert reddish[:, 1].mean() < tile.shape[1] / 2  # radiological display: patient's right on the left
+    assert reddish[:, 0].mean() < tile.shape[0] / 2  # the phantom liver is anterior: upper half

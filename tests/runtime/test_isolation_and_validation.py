@@ -66,9 +66,7 @@ def test_seg_passes_dciodvfy(tmp_path: Path, tumor_model: Path, dciodvfy: str) -
     datasets = make_series(SeriesGeometry(rows=48, columns=48, slices=6, row_direction=(-1, 0, 0)))
     result = segment(datasets, RunConfig(model=tumor_model))
     paths = write_results(result, tmp_path / "out", formats=("seg",))
-    proc = subprocess.run(
-        [dciodvfy, str(paths["seg"])], capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([dciodvfy, str(paths["seg"])], capture_output=True, text=True, timeout=120, check=False)
     report = proc.stdout + proc.stderr
     assert "Segmentation" in report
     errors = [line for line in report.splitlines() if line.startswith("Error")]

@@ -48,9 +48,7 @@ def test_resample_argmax_equals_resampling_each_class_then_argmax() -> None:
     rng = np.random.default_rng(3)
     probs = rng.random((4, 3, 64, 64)).astype(np.float32)
     out = kernels.resample_argmax(probs, (150, 170))
-    ref = np.stack([np.argmax(kernels.resample_slices(p, (150, 170)), axis=0) for p in probs]).astype(
-        np.uint8
-    )
+    ref = np.stack([np.argmax(kernels.resample_slices(p, (150, 170)), axis=0) for p in probs]).astype(np.uint8)
     assert out.dtype == np.uint8
     assert (out == ref).mean() > 0.9999  # float summation order may break exact ties
 

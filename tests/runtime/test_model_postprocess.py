@@ -26,9 +26,7 @@ def test_model_reads_spec_and_runs_on_cpu(tumor_model: Path) -> None:
 
 def test_model_without_metadata_is_refused_naming_the_keys(tmp_path: Path) -> None:
     path = make_intensity_model(tmp_path / "bare.onnx", metadata=False)
-    with pytest.raises(
-        ModelError, match=r"lacks the litseg metadata \['litseg.preprocess_spec'.*litseg-export"
-    ):
+    with pytest.raises(ModelError, match=r"lacks the litseg metadata \['litseg.preprocess_spec'.*litseg-export"):
         Model(path, device="cpu")
 
 

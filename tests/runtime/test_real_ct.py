@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import highdicom as hd
@@ -11,24 +10,7 @@ import pydicom
 import pytest
 
 from litseg.runtime.series import read_series
-from litseg.runtime.volume import Volume
-
-
-def read_nrrd_lps(path: Path) -> Volume:
-    """Minimal gzip NRRD reader for the shared label map (space: left-posterior-superior)."""
-    raw = path.read_bytes()
-    header, data = raw.split(b"\n\n", 1)
-    fields = dict(line.split(": ", 1) for line in header.decode().splitlines()[1:] if ": " in line)
-    assert fields["space"] == "left-posterior-superior"
-    sizes = [int(v) for v in fields["sizes"].split()]
-    vectors = [[float(x) for x in v.strip("()").split(",")] for v in fields["space directions"].split()]
-    origin = [float(x) for x in fields["space origin"].strip("()").split(",")]
-    dtype = {"unsigned char": np.uint8, "uchar": np.uint8, "short": np.int16}[fields["type"]]
-    array = np.frombuffer(gzip.decompress(data), dtype=dtype).reshape(sizes[::-1])
-    affine = np.eye(4)
-    affine[:3, :3] = np.array(vectors).T
-    affine[:3, 3] = origin
-    return Volume(array, affine)
+from litseg.train.nrrd import read_nrrd
 
 
 def test_real_series_positions_hu_and_padding(real_ct: Path) -> None:
@@ -38,9 +20,7 @@ def test_real_series_positions_hu_and_padding(real_ct: Path) -> None:
     # spacing from positions (1 mm), not SliceThickness (1.25 mm)
     assert vol.spacing_mm == pytest.approx((0.810547, 0.810547, 1.0), abs=1e-5)
     files = sorted((real_ct / "dicom").glob("*.dcm"))
-    positions = sorted(
-        float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files
-    )
+    positions = sorted(float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files)
     assert [vol.index_to_lps([0, 0, k])[2] for k in range(3)] == pytest.approx(positions)
     # padding outside the scan field (stored -2000 -> -3024 HU) reads as air
     assert vol.array.min() == -1024.0
@@ -52,7 +32,7 @@ def test_real_series_positions_hu_and_padding(real_ct: Path) -> None:
 
 def test_real_series_matches_the_reference_label_map_geometry(real_ct: Path) -> None:
     series = read_series(real_ct / "dicom")
-    labels = read_nrrd_lps(real_ct / "liver_seg.nrrd")
+    labels = read_nrrd(real_ct / "liver_seg.nrrd")
     np.testing.assert_allclose(labels.affine_lps, series.volume.affine_lps, atol=1e-3)
     liver = np.argwhere(labels.array > 0)
     centroid = series.volume.index_to_lps(liver[:, ::-1].mean(0))

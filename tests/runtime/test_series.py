@@ -109,9 +109,7 @@ def test_several_series_need_a_choice(tmp_path: Path) -> None:
     b = make_series(SeriesGeometry(slices=3), SeriesOptions(description="Venous"))
     write_series(a, tmp_path / "a")
     write_series(b, tmp_path / "b")
-    with pytest.raises(
-        InputError, match=r"2 CT image series.*'Arterial', 8 slices.*'Venous', 3 slices.*--series-uid"
-    ):
+    with pytest.raises(InputError, match=r"2 CT image series.*'Arterial', 8 slices.*'Venous', 3 slices.*--series-uid"):
         read_series(tmp_path)
     chosen = read_series(tmp_path, series_uid=str(b[0].SeriesInstanceUID))
     assert chosen.volume.shape_zyx[0] == 3
@@ -121,9 +119,7 @@ def test_several_series_need_a_choice(tmp_path: Path) -> None:
 
 def test_localizer_and_secondary_capture_are_left_out() -> None:
     datasets = make_series(GEO)
-    scout = make_series(
-        SeriesGeometry(slices=1), SeriesOptions(series_uid=str(datasets[0].SeriesInstanceUID))
-    )[0]
+    scout = make_series(SeriesGeometry(slices=1), SeriesOptions(series_uid=str(datasets[0].SeriesInstanceUID)))[0]
     scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     capture = make_series(SeriesGeometry(slices=1))[0]
     capture.SOPClassUID = SecondaryCaptureImageStorage

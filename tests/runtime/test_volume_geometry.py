@@ -91,9 +91,7 @@ def test_canonical_reorientation_keeps_every_voxel_in_place(row_dir, col_dir, sl
     flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
     shape=st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
 )
-def test_reorientation_inverse_is_identity(
-    flags: tuple[bool, bool, bool, bool], shape: tuple[int, int, int]
-) -> None:
+def test_reorientation_inverse_is_identity(flags: tuple[bool, bool, bool, bool], shape: tuple[int, int, int]) -> None:
     array = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
     reo = Reorientation(*flags)
     np.testing.assert_array_equal(reo.inverse().apply_array(reo.apply_array(array)), array)
@@ -123,6 +121,4 @@ def test_resampled_affine_keeps_the_field_of_view() -> None:
     new = resampled_affine(affine, (512, 400), (256, 256))
     # outer pixel edges (index -0.5 and n-0.5) map to the same world points before and after
     for old_idx, new_idx in (([-0.5, -0.5, 0], [-0.5, -0.5, 0]), ([399.5, 511.5, 1], [255.5, 255.5, 1])):
-        np.testing.assert_allclose(
-            new[:3, :3] @ new_idx + new[:3, 3], affine[:3, :3] @ old_idx + affine[:3, 3]
-        )
+        np.testing.assert_allclose(new[:3, :3] @ new_idx + new[:3, 3], affine[:3, :3] @ old_idx + affine[:3, 3])

@@ -88,9 +88,7 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
     ckpt = load_checkpoint(best)
     assert ckpt.spec.target_shape_yx == (64, 64) and ckpt.model.base == 4
     # resume continues from the last epoch
-    resumed = TrainConfig(
-        **{**config.__dict__, "epochs": 3, "resume": str(tmp_path / "run" / "checkpoint-last.pt")}
-    )
+    resumed = TrainConfig(**{**config.__dict__, "epochs": 3, "resume": str(tmp_path / "run" / "checkpoint-last.pt")})
     train(resumed)
     assert [r["epoch"] for r in json.loads((tmp_path / "run" / "log.json").read_text())] == [1, 2, 3]
     onnx_path = tmp_path / "model.onnx"
@@ -151,3 +149,19 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((tmp_path / "ddp" / "log.json").read_text())
     assert len(log) == 1 and np.isfinite(log[0]["train_loss"])
+
+
+def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        str(tiny_set),
+        str(tmp_path / "boost"),
+        epochs=1,
+        batch_size=4,
+        base=4,
+        slices_per_epoch=8,
+        val_fraction=0.34,
+        rare_class_boost=4.0,
+    )
+    assert train(config).is_file()
+    with pytest.raises(ValueError, match="rare_class_boost"):
+        TrainConfig("d", "o", rare_class_boost=0.5)
