@@ -27,14 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy cannot follow setuptools' editable-install import hook, so it reads the packages through a
-# link tree that gives them their import names (litseg.runtime -> runtime/, ...).
+# mypy (strict on litseg.runtime) cannot follow setuptools' editable-install import hook, so it reads the
+# packages through a link tree that gives them their import names (litseg.runtime -> runtime/, ...).
 typecheck: $(STAMP)
 	mkdir -p build/typecheck/litseg
 	ln -sfn ../../../runtime build/typecheck/litseg/runtime
 	ln -sfn ../../../train build/typecheck/litseg/train
 	ln -sfn ../../../export build/typecheck/litseg/export
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p litseg.runtime
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p litseg.runtime -p litseg.train -p litseg.export
 
 test: lint typecheck
 	$(BIN)/python -m pytest -m "not gpu and not slow"

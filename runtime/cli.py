@@ -105,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("litseg-run: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception:  # a bug: say so, keep the traceback for the report, use the documented code
+        logging.getLogger(__name__).exception("internal error")
+        print("litseg-run: internal error (a bug); please report it with the traceback above", file=sys.stderr)
+        return errors.EXIT_INTERNAL
     if not args.quiet:
         summary = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
         summary["outputs"] = {f: str(p) for f, p in paths.items()}

@@ -92,7 +92,7 @@ def _matched(components: np.ndarray, n: int, other: np.ndarray) -> int:
             continue
         theirs = np.isin(other_labels, touching)
         iou = np.count_nonzero(mine & theirs) / np.count_nonzero(mine | theirs)
-        count += iou > 0.5
+        count += int(iou > 0.5)
     return count
 
 
@@ -122,21 +122,24 @@ def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
     )
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
 def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
     """Mean per-case metrics, global Dice, and lesion detection precision/recall."""
     out: dict[str, object] = {"cases": len(cases)}
     for cls in ("liver", "tumor"):
         ms = [getattr(c, cls) for c in cases]
-        finite = lambda v: [x for x in v if math.isfinite(x)]  # noqa: E731
         with_ref = [m for m in ms if m.ref_voxels > 0]
         out[cls] = {
             "dice_per_case_mean": float(np.mean([m.dice for m in with_ref])) if with_ref else float("nan"),
             "dice_per_case_min": float(np.min([m.dice for m in with_ref])) if with_ref else float("nan"),
             "dice_global": 2 * sum(m.intersection for m in ms) / max(1, sum(m.ref_voxels + m.pred_voxels for m in ms)),
             "voe_mean": float(np.mean([m.voe for m in with_ref])) if with_ref else float("nan"),
-            "rvd_mean": float(np.mean(finite([m.rvd for m in with_ref]))) if with_ref else float("nan"),
-            "assd_mm_mean": float(np.mean(finite([m.assd_mm for m in with_ref]) or [float("nan")])),
-            "mssd_mm_mean": float(np.mean(finite([m.mssd_mm for m in with_ref]) or [float("nan")])),
+            "rvd_mean": float(np.mean(_finite([m.rvd for m in with_ref]))) if with_ref else float("nan"),
+            "assd_mm_mean": float(np.mean(_finite([m.assd_mm for m in with_ref]) or [float("nan")])),
+            "mssd_mm_mean": float(np.mean(_finite([m.mssd_mm for m in with_ref]) or [float("nan")])),
         }
     n_ref = sum(c.lesions_ref for c in cases)
     n_pred = sum(c.lesions_pred for c in cases)

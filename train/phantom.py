@@ -77,8 +77,8 @@ class _Scene:
 
     def ellipsoid(
         self,
-        center: Sequence[float],
-        radii: Sequence[float],
+        center: npt.ArrayLike,
+        radii: npt.ArrayLike,
         hu: float,
         *,
         angle: float = 0.0,
@@ -89,30 +89,27 @@ class _Scene:
         core: tuple[float, float] = (0.0, 0.0),
         rim: tuple[float, float] = (0.0, 0.0),
     ) -> None:
+        c = np.asarray(center, dtype=np.float64)
+        r = np.asarray(radii, dtype=np.float64)
         row = np.zeros(pr.NPARAM)
         row[pr.KIND] = pr.ELLIPSOID
-        row[[pr.CX, pr.CY, pr.CZ]] = center
-        row[[pr.RX, pr.RY, pr.RZ]] = radii
+        row[[pr.CX, pr.CY, pr.CZ]] = c
+        row[[pr.RX, pr.RY, pr.RZ]] = r
         row[pr.ANGLE], row[pr.HU], row[pr.LABEL] = angle, hu, label
         row[pr.COS], row[pr.SIN] = math.cos(angle), math.sin(angle)
         row[pr.DEFORM], row[pr.TEXTURE], row[pr.SOFT] = float(deform), texture, soft
         row[pr.CORE_FRAC], row[pr.CORE_HU] = core
         row[pr.RIM_FRAC], row[pr.RIM_HU] = rim
-        reach = max(radii[0], radii[1]) * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
-        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (
-            center[0] - reach,
-            center[0] + reach,
-            center[1] - reach,
-            center[1] + reach,
-        )
-        zreach = radii[2] * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
-        row[[pr.ZMIN, pr.ZMAX]] = (center[2] - zreach, center[2] + zreach)
+        reach = max(r[0], r[1]) * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
+        row[[pr.XMIN, pr.XMAX, pr.YMIN, pr.YMAX]] = (c[0] - reach, c[0] + reach, c[1] - reach, c[1] + reach)
+        zreach = r[2] * 1.05 + self.margin + soft * 2 + (self.deform_mm if deform else 0.0)
+        row[[pr.ZMIN, pr.ZMAX]] = (c[2] - zreach, c[2] + zreach)
         self._add(row)
 
     def capsule(
         self,
-        p0: Sequence[float],
-        p1: Sequence[float],
+        p0: npt.ArrayLike,
+        p1: npt.ArrayLike,
         radius: float,
         hu: float,
         *,
@@ -142,8 +139,8 @@ class _Scene:
 
     def ring(
         self,
-        center_xy: Sequence[float],
-        semi_axes: Sequence[float],
+        center_xy: tuple[float, float],
+        semi_axes: tuple[float, float],
         tube: float,
         z: float,
         theta: tuple[float, float],

@@ -283,7 +283,8 @@ def gaussian_kernel(sigma_px: float) -> npt.NDArray[np.float32]:
     radius = max(1, math.ceil(3 * sigma_px))
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (t / max(sigma_px, 1e-6)) ** 2)
-    return (k / k.sum()).astype(np.float32)
+    out: npt.NDArray[np.float32] = (k / k.sum()).astype(np.float32)
+    return out
 
 
 def blur_slices(array: npt.NDArray[np.float32], sigma_px: float) -> npt.NDArray[np.float32]:

@@ -255,7 +255,8 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
                 logits = net(image)
                 loss = compute_loss(loss_name, logits.float(), mask, weights.to(device))
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaled: torch.Tensor = scaler.scale(loss)
+            scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))

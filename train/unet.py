@@ -27,7 +27,8 @@ class Up(nn.Module):
         self.conv = DoubleConv(2 * out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+        out: torch.Tensor = self.conv(torch.cat([skip, self.up(x)], dim=1))
+        return out
 
 
 class UNet(nn.Module):
@@ -64,7 +65,8 @@ class UNet(nn.Module):
         d3 = self.up3(d4, e3)
         d2 = self.up2(d3, e2)
         d1 = self.up1(d2, e1)
-        return self.head(d1)
+        out: torch.Tensor = self.head(d1)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=1)

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from litseg.runtime import RunConfig, segment, write_results
+from litseg.runtime import RunConfig, read_series, segment, write_results
 from litseg.runtime.cli import main
 from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OUTPUT, EXIT_USAGE
 from tests.factories import (
@@ -214,3 +214,29 @@ def test_overlay_png_shows_the_liver_on_the_patients_right(name: str, tmp_path: 
     assert reddish.size > 0
     assert reddish[:, 1].mean() < tile.shape[1] / 2  # radiological display: patient's right on the left
     assert reddish[:, 0].mean() < tile.shape[0] / 2  # the phantom liver is anterior: upper half
+
+
+def test_mask_dicom_output_uses_the_seed_grey_levels_on_the_source_geometry(tmp_path: Path, tumor_model: Path) -> None:
+    datasets = make_series(_geometry(*ORIENTATIONS["flipped-y"]))
+    result = segment(datasets, RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("mask-dicom",))
+    files = sorted(paths["mask-dicom"].iterdir())
+    assert len(files) == len(datasets)
+    by_ref = {}
+    for f in files:
+        ds = pydicom.dcmread(f)
+        by_ref[str(ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID)] = ds
+        assert ds.FrameOfReferenceUID == datasets[0].FrameOfReferenceUID
+        assert ds.StudyInstanceUID == datasets[0].StudyInstanceUID
+    grey = set()
+    for src, label_slice in zip(result.series.headers, result.labels.array, strict=True):
+        mask = by_ref[str(src.SOPInstanceUID)]
+        assert [round(float(v), 3) for v in mask.ImagePositionPatient] == [
+            round(float(v), 3) for v in src.ImagePositionPatient
+        ]
+        expected = np.select([label_slice == 1, label_slice == 2], [63, 127], 0)
+        np.testing.assert_array_equal(mask.pixel_array, expected)
+        grey |= set(np.unique(mask.pixel_array).tolist())
+    assert grey == {0, 63, 127}
+    # the reader never mistakes the masks for a CT series
+    assert read_series([*datasets, *(pydicom.dcmread(f) for f in files)]).volume.shape_zyx[0] == len(datasets)
