@@ -171,6 +171,15 @@ def evaluate_dice(model: UNet, loader: DataLoader[Any], num_classes: int, device
     return [float(2 * i / t) if t > 0 else float("nan") for i, t in zip(inter, total, strict=True)]
 
 
+def epoch_sampler(rare_slices: np.ndarray, n: int, boost: float, seed: int) -> Any:
+    """``n`` training slice positions for one epoch; slices flagged in ``rare_slices`` weigh ``boost``."""
+    g = torch.Generator().manual_seed(seed)
+    if boost > 1.0:
+        weights_per_slice = 1.0 + (boost - 1.0) * np.asarray(rare_slices, dtype=float)
+        return WeightedRandomSampler(weights_per_slice.tolist(), n, replacement=True, generator=g)
+    return RandomSampler(range(len(rare_slices)), num_samples=n, generator=g)
+
+
 def train(config: TrainConfig, progress: bool = False) -> Path:
     """Run training; returns the path of the best checkpoint (by mean foreground validation Dice)."""
     rank, world = _dist()
@@ -233,12 +242,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             sampler.set_epoch(epoch)
         else:
             n = config.slices_per_epoch or len(train_set)
-            g = torch.Generator().manual_seed(config.seed + epoch)
-            if config.rare_class_boost > 1.0:
-                weights_per_slice = 1.0 + (config.rare_class_boost - 1.0) * rare_slices
-                sampler = WeightedRandomSampler(weights_per_slice.tolist(), n, replacement=True, generator=g)
-            else:
-                sampler = RandomSampler(train_set, num_samples=n, generator=g)
+            sampler = epoch_sampler(rare_slices, n, config.rare_class_boost, config.seed + epoch)
         loader = DataLoader(
             train_set,
             batch_size=config.batch_size,
@@ -358,25 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         weights = tuple(float(w) for w in args.class_weights.split(",")) if args.class_weights else None
-        config = TrainConfig(
-            data=args.data,
-            out=args.out,
-            task=args.task,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            base=args.base,
-            loss=args.loss,
-            class_weights=weights,
-            val_fraction=args.val_fraction,
-            slices_per_epoch=args.slices_per_epoch,
-            rare_class_boost=args.rare_class_boost,
-            augment=args.augment,
-            seed=args.seed,
-            workers=args.workers,
-            amp=args.amp,
-            resume=args.resume,
-        )
+        values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "class_weights"}
+        config = TrainConfig(**values, class_weights=weights)
     except ValueError as exc:
         parser.error(str(exc))
     best = train(config, progress=sys.stderr.isatty())

@@ -17,7 +17,7 @@ from litseg.runtime import Model, RunConfig, segment
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
-from litseg.train.trainer import TrainConfig, load_checkpoint, train
+from litseg.train.trainer import TrainConfig, epoch_sampler, load_checkpoint, train
 from litseg.train.unet import UNet
 
 
@@ -70,16 +70,15 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepare(config)
 
 
+def _tiny_config(data: Path, out: Path, **overrides: object) -> TrainConfig:
+    """A few steps of a base-4 U-Net: enough to exercise every part of training."""
+    settings: dict[str, object] = {"epochs": 2, "batch_size": 4, "base": 4, "slices_per_epoch": 8, "val_fraction": 0.34}
+    settings.update(overrides)
+    return TrainConfig(str(data), str(out), **settings)  # type: ignore[arg-type]
+
+
 def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
-    config = TrainConfig(
-        str(tiny_set),
-        str(tmp_path / "run"),
-        epochs=2,
-        batch_size=4,
-        base=4,
-        slices_per_epoch=8,
-        val_fraction=0.34,
-    )
+    config = _tiny_config(tiny_set, tmp_path / "run")
     best = train(config)
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert [r["epoch"] for r in log] == [1, 2]
@@ -152,16 +151,13 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
 
 
 def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_path: Path) -> None:
-    config = TrainConfig(
-        str(tiny_set),
-        str(tmp_path / "boost"),
-        epochs=1,
-        batch_size=4,
-        base=4,
-        slices_per_epoch=8,
-        val_fraction=0.34,
-        rare_class_boost=4.0,
-    )
+    config = _tiny_config(tiny_set, tmp_path / "boost", epochs=1, rare_class_boost=4.0)
     assert train(config).is_file()
+    rare = np.zeros(100)
+    rare[:10] = 1  # 10 % of the slices show tumor
+    uniform = np.array(list(epoch_sampler(rare, 4000, 1.0, seed=0)))
+    boosted = np.array(list(epoch_sampler(rare, 4000, 9.0, seed=0)))
+    assert rare[uniform].mean() == pytest.approx(0.1, abs=0.03)
+    assert rare[boosted].mean() == pytest.approx(0.5, abs=0.05)  # 10 x 9 / (10 x 9 + 90)
     with pytest.raises(ValueError, match="rare_class_boost"):
         TrainConfig("d", "o", rare_class_boost=0.5)
