@@ -80,20 +80,22 @@ def class_metrics(
     return ClassMetrics(dice, voe, rvd, assd, mssd, n_ref, n_pred, inter)
 
 
-def _matched(components: np.ndarray, n: int, other: np.ndarray) -> int:
-    """How many of ``n`` components reach IoU > 0.5 with the union of the ``other`` components they touch."""
-    other_labels, _ = ndimage.label(other)
-    count = 0
-    for c in range(1, n + 1):
-        mine = components == c
-        touching = np.unique(other_labels[mine])
-        touching = touching[touching > 0]
-        if touching.size == 0:
-            continue
-        theirs = np.isin(other_labels, touching)
-        iou = np.count_nonzero(mine & theirs) / np.count_nonzero(mine | theirs)
-        count += int(iou > 0.5)
-    return count
+def _matched(a: np.ndarray, n_a: int, b: np.ndarray, n_b: int) -> int:
+    """How many of the ``n_a`` components in ``a`` reach IoU > 0.5 with the union of the ``b`` components
+    they touch (components of one map are disjoint, so the union's counts are sums)."""
+    if n_a == 0:
+        return 0
+    both = (a > 0) & (b > 0)
+    pairs, inter = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+    size_a = np.bincount(a.ravel(), minlength=n_a + 1)
+    size_b = np.bincount(b.ravel(), minlength=n_b + 1)
+    overlap = np.zeros(n_a + 1)
+    touched = np.zeros(n_a + 1)
+    np.add.at(overlap, pairs[0], inter)
+    np.add.at(touched, pairs[0], size_b[pairs[1]])
+    union = size_a + touched - overlap
+    iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+    return int((iou[1:] > 0.5).sum())
 
 
 def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
@@ -116,8 +118,8 @@ def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
         tumor,
         n_ref,
         n_pred,
-        _matched(ref_lesions, n_ref, p == 2),
-        _matched(pred_lesions, n_pred, r == 2),
+        _matched(ref_lesions, n_ref, pred_lesions, n_pred),
+        _matched(pred_lesions, n_pred, ref_lesions, n_ref),
         abs(burden_pred - burden_ref),
     )
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 LOSSES = ("bce", "ce", "dice", "bce+dice", "ce+dice")
 
 
-def class_weights(class_voxels: npt.ArrayLike, max_ratio: float = 50.0) -> torch.Tensor:
+def class_weights(class_voxels: npt.ArrayLike, max_ratio: float = 1000.0) -> torch.Tensor:
     """Inverse-frequency class weights normalised to mean 1, capped at ``max_ratio`` x the smallest.
 
     ``class_voxels`` is the voxel count of each class in the training set (HDF5 ``class_voxels``).

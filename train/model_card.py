@@ -27,7 +27,7 @@ def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | Non
     return float(2 * (pred & ref).sum() / max(1, pred.sum() + ref.sum()))
 
 
-def card(task: str, work: Path, model_path: Path) -> str:
+def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     model = Model(model_path, device="cpu")
     history = json.loads((work / f"run-{task}" / "log.json").read_text())
     ev = json.loads((work / f"eval-{task}.json").read_text())
@@ -53,6 +53,7 @@ def card(task: str, work: Path, model_path: Path) -> str:
         f"{training.get('slices_per_epoch')} slices, rare-class boost {training.get('rare_class_boost')}, "
         "augmentation (intensity, noise, rotation, scale; no flips).",
         f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for r in history) / 60:.0f} min of training.",
+        *([f"- Schedule: {notes}"] if notes else []),
         "",
         "| epoch | train loss | " + " | ".join(k for k in history[0] if k.startswith("val_dice_")) + " |",
         "|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
@@ -95,7 +96,11 @@ def card(task: str, work: Path, model_path: Path) -> str:
         "",
         "## Limits",
         "- Phantom anatomy is drawn from analytic shapes; real livers, lesions and neighbours vary far more.",
-        "- Small lesions (< 10 mm) are hard at 256 x 256 input; see the lesion recall above.",
+        *(
+            ["- Small lesions (< 10 mm) are hard at 256 x 256 input; see the lesion recall above."]
+            if task == "liver-tumor"
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -107,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--notes", default="", help="training schedule, in words")
     args = parser.parse_args(argv)
-    args.out.write_text(card(args.task, args.work, args.model))
+    args.out.write_text(card(args.task, args.work, args.model, args.notes))
     return 0
 
 

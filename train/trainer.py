@@ -52,6 +52,7 @@ class TrainConfig:
     base: int = 64
     loss: str | None = None  # None: bce+dice for liver, ce+dice for liver-tumor
     class_weights: tuple[float, ...] | None = None  # None: from the set's class frequencies
+    weight_cap: float = 1000.0  # computed weights are capped at this multiple of the smallest
     val_fraction: float = 0.2
     slices_per_epoch: int | None = None  # None: every training slice once per epoch
     rare_class_boost: float = 1.0  # sampling weight of slices showing the rarest class (tumor); 1 = uniform
@@ -69,6 +70,8 @@ class TrainConfig:
             )
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.weight_cap < 1.0:
+            raise ValueError(f"weight_cap must be >= 1; got {self.weight_cap}")
         if self.rare_class_boost < 1.0:
             raise ValueError(f"rare_class_boost must be >= 1; got {self.rare_class_boost}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -194,7 +197,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     weights = (
         torch.tensor(config.class_weights, dtype=torch.float32)
         if config.class_weights
-        else class_weights(info.class_voxels)
+        else class_weights(info.class_voxels, max_ratio=config.weight_cap)
     )
     train_idx, val_idx = patient_split(info, config.val_fraction, config.seed)
     train_set = SliceDataset(Path(config.data), train_idx, Augment() if config.augment else None, config.seed)
@@ -209,6 +212,8 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         model.load_state_dict(ckpt.model.state_dict())
         if ckpt.optimizer_state:
             optimizer.load_state_dict(ckpt.optimizer_state)
+            for group in optimizer.param_groups:  # the run's own lr applies from here on (a schedule by resuming)
+                group["lr"] = config.lr
         start_epoch = ckpt.epoch
         history = list(ckpt.metrics.get("history", []))
     net: torch.nn.Module = _Logits(model)
@@ -342,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", type=int, default=TrainConfig.base, help="channels of the first block (seed: 64)")
     parser.add_argument("--loss", choices=LOSSES, default=None)
     parser.add_argument("--class-weights", default=None, help="comma-separated, one per class (default: from data)")
+    parser.add_argument(
+        "--weight-cap",
+        type=float,
+        default=TrainConfig.weight_cap,
+        help="cap of computed class weights, as a multiple of the smallest",
+    )
     parser.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
     parser.add_argument("--slices-per-epoch", type=int, default=None)
     parser.add_argument(

@@ -161,3 +161,5 @@ def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_pa
     assert rare[boosted].mean() == pytest.approx(0.5, abs=0.05)  # 10 x 9 / (10 x 9 + 90)
     with pytest.raises(ValueError, match="rare_class_boost"):
         TrainConfig("d", "o", rare_class_boost=0.5)
+    with pytest.raises(ValueError, match="weight_cap"):
+        TrainConfig("d", "o", weight_cap=0.5)
