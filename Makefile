@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-gpu test-slow bench models clean
+.PHONY: install demo test lint typecheck test-gpu bench models clean
 
 # A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -37,13 +37,10 @@ typecheck: $(STAMP)
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p litseg.runtime -p litseg.train -p litseg.export
 
 test: lint typecheck
-	$(BIN)/python -m pytest -m "not gpu and not slow"
+	$(BIN)/python -m pytest -m "not gpu"
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu
-
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
 
 # Benchmarks with timing on (the test run executes each benchmark once, untimed).
 bench: $(STAMP)
