@@ -8,7 +8,6 @@ stored twice. RAS exists only at the NIfTI boundary, through :func:`lps_to_ras`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,25 +106,3 @@ class Volume:
         if array.shape != self.array.shape:
             raise ValueError(f"with_array needs shape {self.array.shape}; got {array.shape}")
         return Volume(array, self.affine_lps, self.frame_of_reference_uid, self.source_sop_uids)
-
-    def flipped(self, axes_zyx: Sequence[int]) -> Volume:
-        """Reverse the array along the given array axes (0=z, 1=y, 2=x); the world is unchanged."""
-        affine = self.affine_lps.copy()
-        array = self.array
-        uids = self.source_sop_uids
-        for axis in axes_zyx:
-            index_axis = 2 - axis  # array axis z,y,x -> affine column k,j,i
-            n = self.array.shape[axis]
-            affine[:3, 3] += affine[:3, index_axis] * (n - 1)
-            affine[:3, index_axis] *= -1.0
-            array = np.flip(array, axis=axis)
-            if axis == 0 and uids:
-                uids = tuple(reversed(uids))
-        return Volume(np.ascontiguousarray(array), affine, self.frame_of_reference_uid, uids)
-
-    def transposed_yx(self) -> Volume:
-        """Swap rows and columns (array axes y and x); the world is unchanged."""
-        affine = self.affine_lps.copy()
-        affine[:3, [0, 1]] = affine[:3, [1, 0]]
-        array = np.ascontiguousarray(np.swapaxes(self.array, 1, 2))
-        return Volume(array, affine, self.frame_of_reference_uid, self.source_sop_uids)
