@@ -120,7 +120,7 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def commit_folder(out_dir: Path, write: Callable[[Path], None], overwrite: bool = False) -> None:
+def commit_folder(out_dir: Path, write: Callable[[Path], object], overwrite: bool = False) -> None:
     """Run ``write(tmp)`` into a temporary folder, then move it to ``out_dir`` in one rename.
 
     An existing non-empty ``out_dir`` is an error unless ``overwrite``; then it is replaced only after

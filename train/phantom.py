@@ -623,5 +623,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-__all__ = ["QUIRKS", "PhantomCase", "PhantomOptions", "generate_case", "main", "stored_volumes", "write_case"]

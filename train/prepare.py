@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -29,12 +30,13 @@ from tqdm import tqdm
 from litseg.runtime import kernels
 from litseg.runtime.api import litseg_version
 from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, mask_datasets, write_datasets
-from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_OUTPUT, InputError, LitsegError, OutputError
+from litseg.runtime.errors import EXIT_OUTPUT, InputError, LitsegError
 from litseg.runtime.geometry import Reorientation, canonical_reorientation
 from litseg.runtime.nifti import read_nifti
 from litseg.runtime.preprocess import preprocess
 from litseg.runtime.spec import TASK_CLASSES, PreprocessSpec
 from litseg.runtime.volume import Volume
+from litseg.runtime.write import commit_folder
 
 log = logging.getLogger(__name__)
 
@@ -251,37 +253,19 @@ class _H5Set:
             self.tmp.unlink(missing_ok=True)
 
 
-def prepared_cases(config: PrepareConfig) -> Iterator[PreparedCase]:
-    for n, volume_path, seg_path in find_cases(config.source, config.cases):
-        yield load_case(n, volume_path, seg_path)
-
-
 def write_case_dicom(case: PreparedCase, folder: Path, task: str) -> None:
     """The case as a DICOM CT series and a grey-level mask series (the seed's convention)."""
     identity = SeriesIdentity.derived(f"LITS-{case.name}", series_number=1, description="CT from NIfTI")
-    hu_int = Volume(np.round(np.asarray(case.hu.array)).astype(np.int16), case.hu.affine_lps)
-    ct = ct_datasets(hu_int, identity)
-    mask_identity = SeriesIdentity(
-        **{
-            **vars(identity),
-            "series_uid": SeriesIdentity.derived(f"LITS-{case.name}", series_number=2).series_uid,
-            "series_number": 2,
-            "description": f"{task} mask",
-        }
+    ct = ct_datasets(case.hu, identity)  # rounds float HU to int16
+    mask_identity = replace(
+        identity,
+        series_uid=SeriesIdentity.derived(f"LITS-{case.name}", series_number=2).series_uid,
+        series_number=2,
+        description=f"{task} mask",
     )
     masks = mask_datasets(case.labels, task, mask_identity, [str(ds.SOPInstanceUID) for ds in ct])
     for sub, datasets in (("ct", ct), (f"mask-{task}", masks)):
-        target = folder / case.name / sub
-        tmp = folder / case.name / f".{sub}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        for old in tmp.iterdir():
-            old.unlink()
-        write_datasets(datasets, tmp)
-        if target.exists():
-            for old in target.iterdir():
-                old.unlink()
-            target.rmdir()
-        tmp.rename(target)
+        commit_folder(folder / case.name / sub, partial(write_datasets, datasets), overwrite=True)
 
 
 def prepare(config: PrepareConfig, progress: bool = False) -> Path:
@@ -379,17 +363,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _expand(part: str) -> range:
     lo, _, hi = part.strip().partition("-")
     return range(int(lo), int(hi or lo) + 1)
-
-
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "OutputError",
-    "PrepareConfig",
-    "anatomical_flips",
-    "find_cases",
-    "load_case",
-    "main",
-    "prepare",
-    "prepared_cases",
-    "select_slices",
-]
