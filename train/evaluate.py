@@ -52,13 +52,21 @@ class CaseMetrics:
     tumor_burden_error: float
 
 
-def surface_distances(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]) -> np.ndarray:
-    """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``."""
+def surface_distances(
+    a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], spacing_zyx: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``, and from ``b`` to ``a``.
+
+    Both surfaces lie in the bounding box of ``a | b``, so the work is cropped to it (plus one voxel,
+    so that erosion sees background at the crop's edge exactly as at the volume's): same distances.
+    """
+    idx = np.nonzero(a | b)
+    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in idx)
     struct = ndimage.generate_binary_structure(3, 1)
-    surf_a = a & ~ndimage.binary_erosion(a, struct, border_value=0)
-    surf_b = b & ~ndimage.binary_erosion(b, struct, border_value=0)
-    dist_to_b = ndimage.distance_transform_edt(~surf_b, sampling=spacing_zyx)
-    return np.asarray(dist_to_b[surf_a])
+    surfaces = [m[box] & ~ndimage.binary_erosion(m[box], struct, border_value=0) for m in (a, b)]
+    dist_to_b = ndimage.distance_transform_edt(~surfaces[1], sampling=spacing_zyx)
+    dist_to_a = ndimage.distance_transform_edt(~surfaces[0], sampling=spacing_zyx)
+    return np.asarray(dist_to_b[surfaces[0]]), np.asarray(dist_to_a[surfaces[1]])
 
 
 def class_metrics(
@@ -71,8 +79,7 @@ def class_metrics(
     voe = 0.0 if union == 0 else 1 - inter / union
     rvd = float("nan") if n_ref == 0 else (n_pred - n_ref) / n_ref
     if n_pred and n_ref:
-        d_ab = surface_distances(pred, ref, spacing_zyx)
-        d_ba = surface_distances(ref, pred, spacing_zyx)
+        d_ab, d_ba = surface_distances(pred, ref, spacing_zyx)
         assd = float((d_ab.sum() + d_ba.sum()) / (d_ab.size + d_ba.size))
         mssd = float(max(d_ab.max(), d_ba.max()))
     else:
