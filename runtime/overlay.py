@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +41,23 @@ def overlay_rgb(
 ) -> npt.NDArray[np.uint8]:
     """Up to ``slices`` axial slices side by side (through the liver when there is one), labels blended."""
     reo = canonical_reorientation(hu.affine_lps)
-    ct = np.asarray(reo.apply_array(np.ascontiguousarray(hu.array, dtype=np.float32)))
-    lab = np.asarray(reo.apply_array(np.ascontiguousarray(labels.array, dtype=np.uint8)))
-    area = (lab > 0).sum(axis=(1, 2))
+    nz = hu.shape_zyx[0]
+    area = np.count_nonzero(np.asarray(labels.array), axis=(1, 2))
+    if reo.flip_z:
+        area = area[::-1]  # slices in canonical (inferior to superior) order
     if area.any():
         order = np.nonzero(area)[0]
         picks = [int(order[int(f * (len(order) - 1))]) for f in np.linspace(0.2, 0.8, slices)]
     else:
-        picks = [int(f * (ct.shape[0] - 1)) for f in np.linspace(0.2, 0.8, slices)]
+        picks = [int(f * (nz - 1)) for f in np.linspace(0.2, 0.8, slices)]
+    # Reorient only the shown slices, not the whole volume.
+    native = [nz - 1 - k for k in picks] if reo.flip_z else picks
+    in_plane = replace(reo, flip_z=False)
+    ct = np.asarray(in_plane.apply_array(np.ascontiguousarray(np.asarray(hu.array)[native], dtype=np.float32)))
+    lab = np.asarray(in_plane.apply_array(np.ascontiguousarray(np.asarray(labels.array)[native], dtype=np.uint8)))
     lo, hi = window_hu
     tiles = []
-    for k in picks:
+    for k in range(len(picks)):
         grey = (np.clip((ct[k] - lo) / (hi - lo), 0, 1) * 255).astype(np.float32)
         rgb = np.repeat(grey[..., None], 3, axis=2)
         for value, color in COLORS.items():
