@@ -94,16 +94,65 @@ class Augment:
         return (warped * a + b + noise).clamp(-0.5, 1.5), warped_mask
 
 
+@dataclass(frozen=True)
+class Crop:
+    """Random square patches of ``size`` pixels (nnU-Net style patch training, cheaper per step).
+
+    A ``foreground`` fraction of the patches is centred on a random pixel of the rarest class the slice
+    shows (tumor, else liver), so that small structures are seen far more often than their share of the
+    slice; the rest are placed uniformly. The network is fully convolutional: it still runs on whole
+    slices at inference and validation.
+    """
+
+    size: int
+    foreground: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 16:
+            raise ValueError(f"crop size must be a multiple of 16 (the U-Net's 4 poolings); got {self.size}")
+        if not 0.0 <= self.foreground <= 1.0:
+            raise ValueError(f"crop foreground fraction must be in [0, 1]; got {self.foreground}")
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (1, h, w), mask (h, w) -> the same patch of both, (1, size, size) and (size, size)."""
+        h, w = mask.shape
+        if self.size > min(h, w):
+            raise ValueError(f"crop size {self.size} exceeds the slice size {h}x{w}; use --crop <= {min(h, w)}")
+        y0 = int(torch.randint(0, h - self.size + 1, (), generator=g))
+        x0 = int(torch.randint(0, w - self.size + 1, (), generator=g))
+        top = int(mask.max())
+        if top > 0 and float(torch.rand((), generator=g)) < self.foreground:
+            ys, xs = torch.nonzero(mask == top, as_tuple=True)
+            k = int(torch.randint(0, ys.numel(), (), generator=g))
+            y0 = min(max(int(ys[k]) - self.size // 2, 0), h - self.size)
+            x0 = min(max(int(xs[k]) - self.size // 2, 0), w - self.size)
+        return (
+            image[:, y0 : y0 + self.size, x0 : x0 + self.size],
+            mask[y0 : y0 + self.size, x0 : x0 + self.size],
+        )
+
+
 class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Slices of an HDF5 set: ``(image (1, h, w) float32, mask (h, w) int64)``.
+    """Slices of an HDF5 set: ``(image (1, h, w) float32, mask (h, w) int64)``, optionally augmented and
+    cropped to patches (augmentation first, on the whole slice, so that rotations bring in real context).
 
     The HDF5 file is opened lazily, once per worker process.
     """
 
-    def __init__(self, path: Path, indices: np.ndarray, augment: Augment | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        indices: np.ndarray,
+        augment: Augment | None = None,
+        seed: int = 0,
+        crop: Crop | None = None,
+    ) -> None:
         self.path = Path(path)
         self.indices = np.asarray(indices)
         self.augment = augment
+        self.crop = crop
         self.seed = seed
         self.epoch = 0
         self._file: h5py.File | None = None
@@ -117,9 +166,11 @@ class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         n = int(self.indices[i])
         image = torch.from_numpy(self._file["images"][n][None].astype(np.float32))
         mask = torch.from_numpy(self._file["masks"][n].astype(np.int64))
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, n)) & 0x7FFFFFFF)
         if self.augment is not None:
-            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, n)) & 0x7FFFFFFF)
             image, mask = self.augment(image, mask, g)
+        if self.crop is not None:
+            image, mask = self.crop(image, mask, g)
         return image, mask
 
     def __getstate__(self) -> dict[str, object]:

@@ -48,19 +48,23 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         "",
         "## Training",
         f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`.",
-        f"- Recipe: `make models` (train/recipe.sh); loss `{training.get('loss') or 'default'}`, Adam lr "
-        f"{training.get('lr')}, batch {training.get('batch_size')}, {len(history)} epochs of "
-        f"{training.get('slices_per_epoch')} slices, rare-class boost {training.get('rare_class_boost')}, "
-        "augmentation (intensity, noise, rotation, scale; no flips).",
+        f"- Recipe: `make models` (train/recipe.sh); loss `{training.get('loss') or 'default'}`, Adam, batch "
+        f"{training.get('batch_size')}, class weights capped at {training.get('weight_cap')}x the smallest, "
+        f"rare-class boost {training.get('rare_class_boost')}, augmentation (intensity, noise, rotation, scale; "
+        "no flips); learning rate and patch size per epoch in the table.",
         f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for r in history) / 60:.0f} min of training.",
         *([f"- Schedule: {notes}"] if notes else []),
         "",
-        "| epoch | train loss | " + " | ".join(k for k in history[0] if k.startswith("val_dice_")) + " |",
-        "|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
+        "| epoch | samples | patch | lr | train loss | "
+        + " | ".join(k for k in history[0] if k.startswith("val_dice_"))
+        + " |",
+        "|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
     ]
     for r in history:
         vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
-        lines.append(f"| {r['epoch']} | {r['train_loss']:.4f} | {vals} |")
+        lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
+        head = f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {r['train_loss']:.4f}"
+        lines.append(f"{head} | {vals} |")
     lines += [
         "",
         f"## Held-out evaluation ({summary['cases']} phantom cases, seeds 9000+, never seen in training)",

@@ -408,7 +408,8 @@ def _build_scene(
                 break
         radii = d / 2 * rng.uniform(0.8, 1.2, 3)
         hu = an.liver_hu - _u(rng, 20, 80)
-        rim = (0.75, an.liver_hu + _u(rng, 10, 40)) if rng.random() < 0.3 else (0.0, 0.0)
+        # a thin enhancing rim (outer ~10 % of the radius): the lesion stays hypodense overall
+        rim = (0.9, an.liver_hu + _u(rng, 10, 40)) if rng.random() < 0.3 else (0.0, 0.0)
         core = (0.5, _u(rng, 5, 25)) if d > 30 and rng.random() < 0.5 else (0.0, 0.0)
         scene.ellipsoid(
             point,

@@ -31,12 +31,20 @@ from tqdm import tqdm
 
 from litseg.runtime.spec import PreprocessSpec
 
-from .data import Augment, SliceDataset, patient_split, read_info
+from .data import Augment, Crop, SliceDataset, patient_split, read_info
 from .losses import LOSSES, class_weights, compute_loss
 from .unet import UNet
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+LR_SCHEDULES = ("constant", "poly")
+
+
+def scheduled_lr(lr: float, schedule: str, progress: float) -> float:
+    """The learning rate at ``progress`` (0 at the run's first step, 1 after its last)."""
+    if schedule == "poly":
+        return lr * max(0.0, 1.0 - progress) ** 0.9
+    return lr
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "poly": lr * (1 - progress) ** 0.9 over this run's epochs (nnU-Net)
     base: int = 64
     loss: str | None = None  # None: bce+dice for liver, ce+dice for liver-tumor
     class_weights: tuple[float, ...] | None = None  # None: from the set's class frequencies
@@ -56,6 +65,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     slices_per_epoch: int | None = None  # None: every training slice once per epoch
     rare_class_boost: float = 1.0  # sampling weight of slices showing the rarest class (tumor); 1 = uniform
+    crop: int | None = None  # train on random square patches of this many pixels; None: whole slices
+    crop_foreground: float = 0.5  # fraction of patches centred on the rarest class the slice shows
     augment: bool = True
     seed: int = 0
     workers: int = 0
@@ -74,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"weight_cap must be >= 1; got {self.weight_cap}")
         if self.rare_class_boost < 1.0:
             raise ValueError(f"rare_class_boost must be >= 1; got {self.rare_class_boost}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}; got {self.lr_schedule!r}")
+        if self.crop is not None:
+            Crop(self.crop, self.crop_foreground)  # validates
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
 
@@ -200,7 +215,10 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         else class_weights(info.class_voxels, max_ratio=config.weight_cap)
     )
     train_idx, val_idx = patient_split(info, config.val_fraction, config.seed)
-    train_set = SliceDataset(Path(config.data), train_idx, Augment() if config.augment else None, config.seed)
+    crop = Crop(config.crop, config.crop_foreground) if config.crop else None
+    train_set = SliceDataset(
+        Path(config.data), train_idx, Augment() if config.augment else None, config.seed, crop=crop
+    )
     val_set = SliceDataset(Path(config.data), val_idx)
     model = UNet(spec.num_classes, config.base).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -258,7 +276,12 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         net.train()
         started = time.perf_counter()
         losses = []
-        for image, mask in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0):
+        steps = max(len(loader), 1)
+        batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
+        for step, (image, mask) in enumerate(batches):
+            done = (epoch - start_epoch + step / steps) / (config.epochs - start_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled_lr(config.lr, config.lr_schedule, done)
             image, mask = image.to(device), mask.to(device)
             with torch.autocast(device.type, enabled=scaler.is_enabled()):
                 logits = net(image)
@@ -273,6 +296,10 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             dice = evaluate_dice(model, val_loader, spec.num_classes, device)
             row = {
                 "epoch": epoch + 1,
+                "lr": config.lr,
+                "lr_schedule": config.lr_schedule,
+                "patch": config.crop or spec.target_shape_yx[0],
+                "samples": len(loader) * config.batch_size * world,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{f"val_dice_{name}": d for name, d in zip(spec.class_names, dice, strict=True)},
@@ -344,6 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=TrainConfig.lr_schedule,
+        help="poly: decay to 0 over this run's epochs (a resumed run decays over the epochs it adds)",
+    )
     parser.add_argument("--base", type=int, default=TrainConfig.base, help="channels of the first block (seed: 64)")
     parser.add_argument("--loss", choices=LOSSES, default=None)
     parser.add_argument("--class-weights", default=None, help="comma-separated, one per class (default: from data)")
@@ -360,6 +393,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=1.0,
         help="sample slices showing the rarest class (tumor) this many times more often",
+    )
+    parser.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="train on random square patches of this many pixels (multiple of 16; default: whole slices)",
+    )
+    parser.add_argument(
+        "--crop-foreground",
+        type=float,
+        default=TrainConfig.crop_foreground,
+        help="fraction of patches centred on the rarest class in the slice (tumor, else liver)",
     )
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--seed", type=int, default=0)

@@ -40,6 +40,24 @@ def test_anatomy_is_where_it_belongs(case) -> None:  # type: ignore[no-untyped-d
     assert float(np.median(hu[labels == 2])) < float(np.median(parenchyma))  # tumors darker than liver
 
 
+def test_every_tumor_is_darker_than_its_liver() -> None:
+    """Rims are thin: a lesion stays hypodense overall, as the issue's hypodense metastases are."""
+    from scipy import ndimage
+
+    lesions = 0
+    for seed in range(3):
+        case = generate_case(seed, PhantomOptions(slices=120, rows=192, tumors=4))
+        hu, labels = np.asarray(case.hu.array), np.asarray(case.labels.array)
+        parenchyma = float(np.median(hu[labels == 1]))
+        components, count = ndimage.label(labels == 2)
+        for k in range(1, count + 1):
+            voxels = hu[components == k]
+            if voxels.size >= 50:
+                lesions += 1
+                assert float(voxels.mean()) < parenchyma - 5, (seed, k, float(voxels.mean()), parenchyma)
+    assert lesions >= 6
+
+
 def test_realistic_ranges_over_a_few_cases() -> None:
     infos = [generate_case(seed, PhantomOptions(slices=8)).info for seed in range(4)]
     for info in infos:

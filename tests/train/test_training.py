@@ -14,10 +14,11 @@ import torch
 
 from litseg.export.cli import main as export_main
 from litseg.runtime import Model, RunConfig, segment
+from litseg.train.data import Crop
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
-from litseg.train.trainer import TrainConfig, epoch_sampler, load_checkpoint, train
+from litseg.train.trainer import TrainConfig, epoch_sampler, load_checkpoint, scheduled_lr, train
 from litseg.train.unet import UNet
 
 
@@ -163,3 +164,36 @@ def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_pa
         TrainConfig("d", "o", rare_class_boost=0.5)
     with pytest.raises(ValueError, match="weight_cap"):
         TrainConfig("d", "o", weight_cap=0.5)
+
+
+def test_crops_follow_the_rarest_class_and_keep_image_and_mask_aligned() -> None:
+    mask = torch.zeros(64, 64, dtype=torch.int64)
+    mask[10:40, 30:60] = 1  # liver
+    mask[12:16, 50:54] = 2  # a small tumor in a corner of it
+    image = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 64, 64)  # every pixel unique
+    hits = {0: 0, 1: 0}
+    for seed in range(200):
+        for fg, key in ((1.0, 1), (0.0, 0)):
+            crop_image, crop_mask = Crop(32, fg)(image, mask, torch.Generator().manual_seed(seed))
+            assert crop_image.shape == (1, 32, 32) and crop_mask.shape == (32, 32)
+            y0, x0 = divmod(int(crop_image[0, 0, 0]), 64)  # where the patch came from
+            assert torch.equal(crop_mask, mask[y0 : y0 + 32, x0 : x0 + 32])
+            hits[key] += int((crop_mask == 2).any())
+    assert hits[1] == 200  # every foreground patch shows the tumor
+    assert hits[0] < 150  # uniform patches often miss it
+    with pytest.raises(ValueError, match="multiple of 16"):
+        TrainConfig("d", "o", crop=40)
+    with pytest.raises(ValueError, match="exceeds the slice size"):
+        Crop(128)(image, mask, torch.Generator())
+
+
+def test_poly_schedule_decays_to_zero_over_the_run(tiny_set: Path, tmp_path: Path) -> None:
+    assert scheduled_lr(1e-3, "poly", 0.0) == pytest.approx(1e-3)
+    assert scheduled_lr(1e-3, "poly", 0.5) == pytest.approx(1e-3 * 0.5**0.9)
+    assert scheduled_lr(1e-3, "poly", 1.0) == 0.0
+    assert scheduled_lr(1e-3, "constant", 0.9) == 1e-3
+    config = _tiny_config(tiny_set, tmp_path / "crop", epochs=1, crop=32, lr_schedule="poly")
+    best = train(config)
+    assert load_checkpoint(best).config.crop == 32
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig("d", "o", lr_schedule="cosine")
