@@ -46,8 +46,8 @@ test-gpu: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=build/benchmarks.json
 
-# The recipe of the bundled default models (CPU, about an hour on 2 cores): phantoms -> HDF5 ->
-# train -> export -> evaluate on held-out phantoms. Override e.g. CASES=10 EPOCHS_TUMOR=2 for a dry run.
+# The recipe of the bundled default models (CPU, 2 cores; times in train/recipe.sh): phantoms -> HDF5 ->
+# train -> export -> evaluate on held-out phantoms. Override e.g. CASES=10 EPOCHS_1=1 for a dry run.
 models: $(STAMP)
 	bash train/recipe.sh
 

@@ -4,7 +4,8 @@ Per case and class (liver = labels 1 or 2, tumor = label 2): Dice, volume overla
 relative volume difference (RVD), average symmetric surface distance (ASSD) and maximum symmetric
 surface distance (MSSD); tumor detection (a reference lesion counts as detected when the predicted
 lesions overlapping it reach IoU > 0.5 with it; precision likewise from the predicted side); tumor
-burden error. Global Dice pools all voxels of all cases.
+burden error; lesion recall by size (diameter of the sphere of the lesion's volume). Global Dice pools
+all voxels of all cases.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from litseg.runtime.nifti import read_nifti
 from litseg.runtime.volume import Volume
 
 CLASSES = {"liver": lambda a: a > 0, "tumor": lambda a: a == 2}
+SIZE_BINS_MM = (10.0, 20.0)  # lesion recall is reported for < 10, 10-20 and >= 20 mm
+
+
+def size_bin(diameter_mm: float) -> str:
+    low, high = SIZE_BINS_MM
+    return f"<{low:g}" if diameter_mm < low else f"{low:g}-{high:g}" if diameter_mm < high else f">={high:g}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class CaseMetrics:
     lesions_detected: int
     lesions_true_pred: int
     tumor_burden_error: float
+    lesions_by_size: dict[str, list[int]]  # size bin -> [reference lesions, detected]
 
 
 def surface_distances(
@@ -87,11 +95,9 @@ def class_metrics(
     return ClassMetrics(dice, voe, rvd, assd, mssd, n_ref, n_pred, inter)
 
 
-def _matched(a: np.ndarray, n_a: int, b: np.ndarray, n_b: int) -> int:
-    """How many of the ``n_a`` components in ``a`` reach IoU > 0.5 with the union of the ``b`` components
-    they touch (components of one map are disjoint, so the union's counts are sums)."""
-    if n_a == 0:
-        return 0
+def _match_iou(a: np.ndarray, n_a: int, b: np.ndarray, n_b: int) -> np.ndarray:
+    """IoU of each of the ``n_a`` components in ``a`` with the union of the ``b`` components they touch
+    (components of one map are disjoint, so the union's counts are sums); index 0 is background."""
     both = (a > 0) & (b > 0)
     pairs, inter = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
     size_a = np.bincount(a.ravel(), minlength=n_a + 1)
@@ -101,8 +107,7 @@ def _matched(a: np.ndarray, n_a: int, b: np.ndarray, n_b: int) -> int:
     np.add.at(overlap, pairs[0], inter)
     np.add.at(touched, pairs[0], size_b[pairs[1]])
     union = size_a + touched - overlap
-    iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-    return int((iou[1:] > 0.5).sum())
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
 
 
 def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
@@ -119,15 +124,24 @@ def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
     pred_lesions, n_pred = ndimage.label(p == 2)
     burden_ref = tumor.ref_voxels / liver.ref_voxels if liver.ref_voxels else 0.0
     burden_pred = tumor.pred_voxels / liver.pred_voxels if liver.pred_voxels else 0.0
+    detected = _match_iou(ref_lesions, n_ref, pred_lesions, n_pred)[1:] > 0.5
+    true_pred = _match_iou(pred_lesions, n_pred, ref_lesions, n_ref)[1:] > 0.5
+    voxel_mm3 = float(np.prod(spacing_zyx))
+    diameters = np.cbrt(6 * np.bincount(ref_lesions.ravel(), minlength=n_ref + 1)[1:] * voxel_mm3 / np.pi)
+    by_size = {size_bin(d): [0, 0] for d in (0.0, SIZE_BINS_MM[0], SIZE_BINS_MM[1])}
+    for d, hit in zip(diameters, detected, strict=True):
+        by_size[size_bin(float(d))][0] += 1
+        by_size[size_bin(float(d))][1] += int(hit)
     return CaseMetrics(
         name,
         liver,
         tumor,
         n_ref,
         n_pred,
-        _matched(ref_lesions, n_ref, pred_lesions, n_pred),
-        _matched(pred_lesions, n_pred, ref_lesions, n_ref),
+        int(detected.sum()),
+        int(true_pred.sum()),
         abs(burden_pred - burden_ref),
+        by_size,
     )
 
 
@@ -154,6 +168,15 @@ def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
     n_pred = sum(c.lesions_pred for c in cases)
     out["lesion_recall"] = sum(c.lesions_detected for c in cases) / n_ref if n_ref else float("nan")
     out["lesion_precision"] = sum(c.lesions_true_pred for c in cases) / n_pred if n_pred else float("nan")
+    out["lesion_recall_by_diameter_mm"] = (
+        {
+            key: (hits / count if count else float("nan"))
+            for key in cases[0].lesions_by_size
+            for count, hits in [[sum(c.lesions_by_size[key][i] for c in cases) for i in (0, 1)]]
+        }
+        if cases
+        else {}
+    )
     out["tumor_burden_error_mean"] = float(np.mean([c.tumor_burden_error for c in cases])) if cases else float("nan")
     return out
 

@@ -72,6 +72,7 @@ class TrainConfig:
     workers: int = 0
     amp: bool = True  # only has an effect on CUDA
     resume: str | None = None
+    init: str | None = None  # start from another run's weights (fine-tuning); tensors whose shape differs stay new
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.base < 1 or not self.lr > 0:
@@ -189,6 +190,18 @@ def evaluate_dice(model: UNet, loader: DataLoader[Any], num_classes: int, device
     return [float(2 * i / t) if t > 0 else float("nan") for i, t in zip(inter, total, strict=True)]
 
 
+def init_from(model: UNet, source: UNet) -> list[str]:
+    """Copy every tensor of ``source`` whose name and shape match into ``model`` (e.g. all but the head
+    when the class count differs); returns the names left as initialised."""
+    own = model.state_dict()
+    theirs = source.state_dict()
+    matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"no weights of the init checkpoint fit this model (base {model.base} vs {source.base})")
+    model.load_state_dict({**own, **matched})
+    return sorted(set(own) - set(matched))
+
+
 def epoch_sampler(rare_slices: np.ndarray, n: int, boost: float, seed: int) -> Any:
     """``n`` training slice positions for one epoch; slices flagged in ``rare_slices`` weigh ``boost``."""
     g = torch.Generator().manual_seed(seed)
@@ -225,6 +238,10 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     out = Path(config.out)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    if config.init and not config.resume:
+        skipped = init_from(model, load_checkpoint(config.init).model)
+        if rank == 0:
+            log.info("weights from %s; kept new: %s", config.init, ", ".join(skipped) or "none")
     if config.resume:
         ckpt = load_checkpoint(config.resume)
         model.load_state_dict(ckpt.model.state_dict())
@@ -411,6 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="checkpoint whose weights start this run (fine-tuning; layers whose shape differs, such as the "
+        "head of another task, start new)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

@@ -9,7 +9,7 @@ import pytest
 
 from litseg.runtime.nifti import write_nifti
 from litseg.runtime.volume import Volume
-from litseg.train.evaluate import case_metrics, class_metrics, main, summarize
+from litseg.train.evaluate import case_metrics, class_metrics, main, size_bin, summarize
 
 SPACING = np.diag([2.0, 2.0, 3.0, 1.0])  # x, y 2 mm; z 3 mm
 
@@ -56,8 +56,13 @@ def test_lesion_detection_and_burden() -> None:
     m = case_metrics("c", _vol(pred), _vol(ref))
     assert (m.lesions_ref, m.lesions_pred, m.lesions_detected, m.lesions_true_pred) == (2, 2, 1, 1)
     assert m.tumor_burden_error == pytest.approx(abs(16 / (3 * 256) - 20 / (3 * 256)))
+    # A: 16 voxels of 12 mm3 = a 7.2 mm sphere; B: 4.5 mm; both in the smallest size bin
+    assert m.lesions_by_size == {"<10": [2, 1], "10-20": [0, 0], ">=20": [0, 0]}
+    assert (size_bin(9.99), size_bin(10.0), size_bin(20.0)) == ("<10", "10-20", ">=20")
     s = summarize([m])
     assert s["lesion_recall"] == 0.5 and s["lesion_precision"] == 0.5
+    by_size = s["lesion_recall_by_diameter_mm"]
+    assert by_size["<10"] == 0.5 and np.isnan(by_size["10-20"])  # type: ignore[index]
 
 
 def test_cli_on_folders_and_mismatched_grids(tmp_path: Path) -> None:

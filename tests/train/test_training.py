@@ -18,7 +18,7 @@ from litseg.train.data import Crop
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
-from litseg.train.trainer import TrainConfig, epoch_sampler, load_checkpoint, scheduled_lr, train
+from litseg.train.trainer import TrainConfig, epoch_sampler, init_from, load_checkpoint, scheduled_lr, train
 from litseg.train.unet import UNet
 
 
@@ -197,3 +197,17 @@ def test_poly_schedule_decays_to_zero_over_the_run(tiny_set: Path, tmp_path: Pat
     assert load_checkpoint(best).config.crop == 32
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig("d", "o", lr_schedule="cosine")
+
+
+def test_init_carries_every_layer_but_a_head_of_another_task(tiny_set: Path, tmp_path: Path) -> None:
+    tumor_net, liver_net = UNet(3, base=4), UNet(2, base=4)
+    kept_new = init_from(liver_net, tumor_net)
+    assert kept_new == ["head.bias", "head.weight"]
+    for name, tensor in liver_net.state_dict().items():
+        if not name.startswith("head."):
+            assert torch.equal(tensor, tumor_net.state_dict()[name]), name
+    with pytest.raises(ValueError, match="no weights"):
+        init_from(UNet(2, base=8), tumor_net)
+    first = train(_tiny_config(tiny_set, tmp_path / "a", epochs=1))
+    second = train(_tiny_config(tiny_set, tmp_path / "b", epochs=1, init=str(first)))
+    assert load_checkpoint(second).config.init == str(first)
