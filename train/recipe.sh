@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The recipe of the bundled default models: phantoms -> HDF5 -> train -> export -> evaluate -> model cards.
-# Runs on the CPU (2 cores: about 95 min of training, 25 min of data preparation and 15 min of
+# Runs on the CPU (2 cores: about an hour of training, 25 min of data preparation and 15 min of
 # evaluation); every step is a litseg CLI. Steps whose outputs exist are skipped, so an interrupted run
 # can be resumed. Knobs are environment variables.
 set -euo pipefail
@@ -14,7 +14,7 @@ MODELS=${MODELS:-runtime/models}
 # Patch training (nnU-Net style): 160x160 patches cost a quarter of a whole 256x256 slice per step, and
 # two thirds of them are centred on the rarest class the slice shows (tumor, else liver), so the tumor
 # class is seen often enough to be learnt within the CPU budget. The poly schedule decays the lr to 0 over
-# each patch phase. The liver model starts from the liver-tumor network (all layers but the head) and is
+# the patch epochs; one whole-slice epoch at a low lr follows. The liver model starts from the liver-tumor network (all layers but the head) and is
 # fine-tuned for the liver task, which beat a separately trained base-8 liver model (0.95 Dice) in a
 # fifth of the time.
 BASE=${BASE:-16}
@@ -22,12 +22,10 @@ PATCH=${PATCH:-160}
 PATCHES=${PATCHES:-6000}  # per epoch
 EPOCHS_1=${EPOCHS_1:-5}   # liver-tumor, patches, lr $LR_1 poly
 SLICES_2=${SLICES_2:-1200}  # liver-tumor epoch 6: whole slices at $LR_2
-EPOCHS_3=${EPOCHS_3:-3}   # liver-tumor, patches again, lr $LR_3 poly
 EPOCHS_LIVER=${EPOCHS_LIVER:-2}
 PATCHES_LIVER=${PATCHES_LIVER:-3000}
 LR_1=${LR_1:-5e-4}
 LR_2=${LR_2:-5e-5}
-LR_3=${LR_3:-2e-4}
 LR_LIVER=${LR_LIVER:-2e-4}
 # On a CUDA GPU (AMP is automatic), more capacity and steps fit in the same hour, e.g.
 # BASE=32 PATCHES=40000 make models; the run folders in $WORK must not hold a CPU run.
@@ -59,7 +57,6 @@ train liver-tumor "$BASE" $((EPOCHS_1 + 1)) "$SLICES_2" --rare-class-boost 3 --w
 # the liver model starts from the best liver-tumor checkpoint of these first epochs
 train liver "$BASE" "$EPOCHS_LIVER" "$PATCHES_LIVER" --crop "$PATCH" --crop-foreground 0.5 --weight-cap 5 \
   --lr "$LR_LIVER" --lr-schedule poly --init "$WORK/run-liver-tumor/checkpoint-best.pt"
-train liver-tumor "$BASE" $((EPOCHS_1 + 1 + EPOCHS_3)) "$PATCHES" "${tumor[@]}" --lr "$LR_3" --lr-schedule poly
 
 notes() {  # task
   if [ "$1" = liver ]; then
@@ -68,8 +65,7 @@ notes() {  # task
       "the exported checkpoint is the best by validation liver Dice"
   else
     echo "epochs 1-$EPOCHS_1: ${PATCH}x${PATCH} patches (2/3 centred on the rarest class in the slice), lr $LR_1" \
-      "with poly decay to 0; epoch $((EPOCHS_1 + 1)): whole slices at lr $LR_2;" \
-      "epochs $((EPOCHS_1 + 2))-$((EPOCHS_1 + 1 + EPOCHS_3)): patches again, lr $LR_3 with poly decay; the exported checkpoint is the best" \
+      "with poly decay to 0; epoch $((EPOCHS_1 + 1)): whole slices at lr $LR_2; the exported checkpoint is the best" \
       "by mean foreground validation Dice"
   fi
 }

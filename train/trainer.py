@@ -43,7 +43,7 @@ LR_SCHEDULES = ("constant", "poly")
 def scheduled_lr(lr: float, schedule: str, progress: float) -> float:
     """The learning rate at ``progress`` (0 at the run's first step, 1 after its last)."""
     if schedule == "poly":
-        return lr * max(0.0, 1.0 - progress) ** 0.9
+        return lr * float(max(0.0, 1.0 - progress) ** 0.9)
     return lr
 
 
@@ -238,6 +238,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     out = Path(config.out)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    resumed_best = -math.inf
     if config.init and not config.resume:
         skipped = init_from(model, load_checkpoint(config.init).model)
         if rank == 0:
@@ -251,6 +252,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
                 group["lr"] = config.lr
         start_epoch = ckpt.epoch
         history = list(ckpt.metrics.get("history", []))
+        resumed_best = float(ckpt.metrics.get("best_val_mean_fg_dice", -math.inf))
     net: torch.nn.Module = _Logits(model)
     if world > 1:
         net = DistributedDataParallel(net)
@@ -273,7 +275,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             masks = f["masks"]
             rare_slices = np.array([masks[int(i)].max() == spec.num_classes - 1 for i in train_idx], dtype=float)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
-    best = -math.inf
+    best = resumed_best  # a resumed run replaces the best checkpoint only with a better epoch
     best_path = out / "checkpoint-best.pt"
     for epoch in range(start_epoch, config.epochs):
         train_set.epoch = epoch

@@ -34,7 +34,7 @@ def test_bundled_model_segments_a_held_out_phantom(task: str, held_out) -> None:
     result = segment(datasets, RunConfig(), model=model)
     pred, ref = np.asarray(result.labels.array) > 0, np.asarray(case.labels.array) > 0
     dice = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
-    assert dice > 0.7, f"liver Dice {dice:.3f}"  # a floor against broken models; quality: the model cards
+    assert dice > 0.9, f"liver Dice {dice:.3f}"  # a floor against broken models (both score 0.98); quality: the cards
     liver = np.argwhere(pred)
     assert liver[:, 2].mean() < pred.shape[2] / 2  # on the patient's right (canonical columns run to the left)
 

@@ -90,7 +90,10 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
     # resume continues from the last epoch
     resumed = TrainConfig(**{**config.__dict__, "epochs": 3, "resume": str(tmp_path / "run" / "checkpoint-last.pt")})
     train(resumed)
-    assert [r["epoch"] for r in json.loads((tmp_path / "run" / "log.json").read_text())] == [1, 2, 3]
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    scores = [np.nanmean([r["val_dice_liver"], r["val_dice_tumor"]]) for r in log]
+    assert load_checkpoint(best).epoch == 1 + int(np.argmax(scores))  # the best of the whole run, resumed or not
     onnx_path = tmp_path / "model.onnx"
     assert export_main([str(best), "--out", str(onnx_path), "--version", "9.9.9", "--fp16"]) == 0
     model = Model(onnx_path, device="cpu")
