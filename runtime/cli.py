@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="keep every liver component, not only the largest",
     )
+    parser.add_argument(
+        "--min-tumor-ml",
+        type=float,
+        default=RunConfig.min_tumor_ml,
+        help="relabel tumor components smaller than this many mL as liver (default: keep all; 0.2 was chosen "
+        "for the bundled model on its validation phantoms)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -91,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             batch_size=args.batch_size,
             largest_component=args.largest_component,
+            min_tumor_ml=args.min_tumor_ml,
             series_uid=args.series_uid,
         )
     except ValueError as exc:

@@ -35,6 +35,26 @@ def clean_labels(labels: npt.NDArray[np.uint8], largest_component: bool = True) 
     return kernels.keep_components(labels, components, keep)
 
 
+def drop_small_tumors(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDArray[np.uint8]:
+    """Relabel tumor components (6-connected) of fewer than ``min_voxels`` voxels as liver.
+
+    A false positive filter: small isolated tumor predictions are mostly noise for a 2-D model at
+    256 x 256. They stay part of the organ. ``min_voxels <= 0`` returns the labels unchanged.
+    """
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if min_voxels <= 0:
+        return labels
+    components, count = kernels.label_components(labels == TUMOR)
+    if count == 0:
+        return labels
+    sizes, _ = kernels.component_stats(components, count, labels, TUMOR)
+    small = sizes < min_voxels
+    small[0] = False
+    out = labels.copy()
+    out[small[components]] = LIVER
+    return out
+
+
 @dataclass(frozen=True)
 class Measurements:
     """Volumes in millilitres, computed on the native grid."""

@@ -7,7 +7,7 @@ import pytest
 
 from litseg.runtime.errors import DeviceError, ModelError
 from litseg.runtime.model import Model, choose_providers, cuda_device_count
-from litseg.runtime.postprocess import clean_labels, measure
+from litseg.runtime.postprocess import clean_labels, drop_small_tumors, measure
 from litseg.runtime.spec import PreprocessSpec
 from litseg.runtime.volume import Volume
 from tests.factories import make_intensity_model
@@ -104,3 +104,29 @@ def test_measure_volumes_count_and_burden() -> None:
     assert m.tumor_volume_ml == pytest.approx(2 * 0.01)
     assert m.liver_volume_ml == pytest.approx(198 * 0.01)
     assert m.tumor_burden_percent == pytest.approx(100 * 2 / 200)
+
+
+def test_small_tumors_become_liver_and_larger_ones_stay() -> None:
+    labels = np.zeros((3, 20, 20), np.uint8)
+    labels[:, 2:18, 2:18] = 1
+    labels[1, 4:6, 4:6] = 2  # 4 voxels
+    labels[0:3, 10:14, 10:14] = 2  # 48 voxels
+    out = drop_small_tumors(labels, min_voxels=5)
+    assert (out[1, 4:6, 4:6] == 1).all() and (out[0:3, 10:14, 10:14] == 2).all()
+    assert (out > 0).sum() == (labels > 0).sum()  # the organ is unchanged
+    assert np.array_equal(drop_small_tumors(labels, 0), labels)
+    assert (drop_small_tumors(labels, 49) == 2).sum() == 0
+
+
+def test_min_tumor_ml_reaches_the_result(tumor_model: Path) -> None:
+    from litseg.runtime import RunConfig, segment
+    from tests.factories import make_series
+
+    datasets = make_series()
+    every = segment(datasets, RunConfig(model=tumor_model))
+    none = segment(datasets, RunConfig(model=tumor_model, min_tumor_ml=1e6))
+    assert every.measurements.tumor_count >= 1 and none.measurements.tumor_count == 0
+    whole = every.measurements.liver_volume_ml + every.measurements.tumor_volume_ml
+    assert none.measurements.liver_volume_ml == pytest.approx(whole)
+    with pytest.raises(ValueError, match="min_tumor_ml"):
+        RunConfig(min_tumor_ml=-1.0)
