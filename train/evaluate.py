@@ -168,15 +168,10 @@ def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
     n_pred = sum(c.lesions_pred for c in cases)
     out["lesion_recall"] = sum(c.lesions_detected for c in cases) / n_ref if n_ref else float("nan")
     out["lesion_precision"] = sum(c.lesions_true_pred for c in cases) / n_pred if n_pred else float("nan")
-    out["lesion_recall_by_diameter_mm"] = (
-        {
-            key: (hits / count if count else float("nan"))
-            for key in cases[0].lesions_by_size
-            for count, hits in [[sum(c.lesions_by_size[key][i] for c in cases) for i in (0, 1)]]
-        }
-        if cases
-        else {}
-    )
+    bins = cases[0].lesions_by_size if cases else {}
+    totals = {key: [sum(c.lesions_by_size[key][i] for c in cases) for i in (0, 1)] for key in bins}
+    out["lesions_by_diameter_mm"] = totals  # size bin -> [reference lesions, detected]
+    out["lesion_recall_by_diameter_mm"] = {key: hits / n if n else float("nan") for key, (n, hits) in totals.items()}
     out["tumor_burden_error_mean"] = float(np.mean([c.tumor_burden_error for c in cases])) if cases else float("nan")
     return out
 

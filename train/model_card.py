@@ -83,11 +83,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
             f"- Lesion detection (IoU > 0.5): recall {summary['lesion_recall']:.3f}, precision "
             f"{summary['lesion_precision']:.3f}; tumor burden error {summary['tumor_burden_error_mean']:.4f}.",
             "- Lesion recall by diameter (sphere of equal volume): "
-            + "; ".join(
-                f"{key} mm {hits}/{count}"
-                for key in cases[0]["lesions_by_size"]
-                for count, hits in [[sum(c["lesions_by_size"][key][i] for c in cases) for i in (0, 1)]]
-            )
+            + "; ".join(f"{key} mm {hits}/{n}" for key, (n, hits) in summary["lesions_by_diameter_mm"].items())
             + ".",
             "",
             "| case | liver Dice | tumor Dice | lesions ref / pred / detected |",

@@ -61,6 +61,7 @@ def test_lesion_detection_and_burden() -> None:
     assert (size_bin(9.99), size_bin(10.0), size_bin(20.0)) == ("<10", "10-20", ">=20")
     s = summarize([m])
     assert s["lesion_recall"] == 0.5 and s["lesion_precision"] == 0.5
+    assert s["lesions_by_diameter_mm"]["<10"] == [2, 1]
     by_size = s["lesion_recall_by_diameter_mm"]
     assert by_size["<10"] == 0.5 and np.isnan(by_size["10-20"])  # type: ignore[index]
 
