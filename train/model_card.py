@@ -55,15 +55,18 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for r in history) / 60:.0f} min of training.",
         *([f"- Schedule: {notes}"] if notes else []),
         "",
-        "| epoch | samples | patch | lr | train loss | "
+        "| epoch | samples | patch | lr | precision | train loss | "
         + " | ".join(k for k in history[0] if k.startswith("val_dice_"))
         + " |",
-        "|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
+        "|---|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
     ]
     for r in history:
         vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
         lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
-        head = f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {r['train_loss']:.4f}"
+        head = (
+            f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {r.get('precision', 'float32')} "
+            f"| {r['train_loss']:.4f}"
+        )
         lines.append(f"{head} | {vals} |")
     lines += [
         "",

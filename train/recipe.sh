@@ -16,12 +16,13 @@ MODELS=${MODELS:-runtime/models}
 # class is seen often enough to be learnt within the CPU budget. The poly schedule decays the lr to 0 over
 # the patch epochs; one whole-slice epoch at a low lr follows. The liver model starts from the liver-tumor network (all layers but the head) and is
 # fine-tuned for the liver task, which beat a separately trained base-8 liver model (0.95 Dice) in a
-# fifth of the time.
+# fifth of the time. Training steps run in bf16 with channels-last on CPUs with native bf16 (AMX /
+# AVX512-BF16: 2.4x the fp32 step rate), which buys 6 x 12000 patches in the hour instead of 5 x 6000.
 BASE=${BASE:-16}
 PATCH=${PATCH:-160}
-PATCHES=${PATCHES:-6000}  # per epoch
-EPOCHS_1=${EPOCHS_1:-5}   # liver-tumor, patches, lr $LR_1 poly
-SLICES_2=${SLICES_2:-1200}  # liver-tumor epoch 6: whole slices at $LR_2
+PATCHES=${PATCHES:-12000}  # per epoch
+EPOCHS_1=${EPOCHS_1:-6}   # liver-tumor, patches, lr $LR_1 poly
+SLICES_2=${SLICES_2:-1200}  # liver-tumor, one more epoch: whole slices at $LR_2
 EPOCHS_LIVER=${EPOCHS_LIVER:-2}
 PATCHES_LIVER=${PATCHES_LIVER:-3000}
 LR_1=${LR_1:-5e-4}

@@ -18,7 +18,16 @@ from litseg.train.data import Crop
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
-from litseg.train.trainer import TrainConfig, epoch_sampler, init_from, load_checkpoint, scheduled_lr, train
+from litseg.train.trainer import (
+    TrainConfig,
+    autocast_dtype,
+    epoch_sampler,
+    init_from,
+    load_checkpoint,
+    scheduled_lr,
+    train,
+    write_logs,
+)
 from litseg.train.unet import UNet
 
 
@@ -214,3 +223,30 @@ def test_init_carries_every_layer_but_a_head_of_another_task(tiny_set: Path, tmp
     first = train(_tiny_config(tiny_set, tmp_path / "a", epochs=1))
     second = train(_tiny_config(tiny_set, tmp_path / "b", epochs=1, init=str(first)))
     assert load_checkpoint(second).config.init == str(first)
+
+
+def test_mixed_precision_follows_the_device(tiny_set: Path, tmp_path: Path) -> None:
+    assert autocast_dtype(torch.device("cuda"), True) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), False) is None
+    assert autocast_dtype(torch.device("cpu"), False) is None
+    native_bf16 = torch.cpu._is_avx512_bf16_supported()
+    assert autocast_dtype(torch.device("cpu"), True) == (torch.bfloat16 if native_bf16 else None)
+    for amp, expected in ((True, "bfloat16" if native_bf16 else "float32"), (False, "float32")):
+        out = tmp_path / f"amp-{amp}"
+        best = train(_tiny_config(tiny_set, out, epochs=1, amp=amp))
+        row = json.loads((out / "log.json").read_text())[0]
+        assert row["precision"] == expected and np.isfinite(row["train_loss"])
+        # channels-last is a training-time layout: checkpoints hold plain contiguous fp32 tensors
+        state = torch.load(best, map_location="cpu", weights_only=True)["model"]
+        assert all(t.is_contiguous() and t.dtype == torch.float32 for t in state.values())
+
+
+def test_logs_take_rows_of_an_older_run_without_newer_columns(tmp_path: Path) -> None:
+    history = [
+        {"epoch": 1, "train_loss": 0.5, "val_dice_liver": 0.8},
+        {"epoch": 2, "train_loss": 0.4, "precision": "bfloat16", "val_dice_liver": 0.9},
+    ]
+    write_logs(tmp_path, history)
+    header, first, second = (tmp_path / "log.csv").read_text().splitlines()
+    assert header == "epoch,train_loss,val_dice_liver,precision"
+    assert first == "1,0.5,0.8," and second == "2,0.4,0.9,bfloat16"
