@@ -63,10 +63,9 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     for r in history:
         vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
         lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
-        head = (
-            f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {r.get('precision', 'float32')} "
-            f"| {r['train_loss']:.4f}"
-        )
+        precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
+        head = f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
+        head += f"| {r['train_loss']:.4f}"
         lines.append(f"{head} | {vals} |")
     lines += [
         "",

@@ -247,7 +247,8 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     )
     val_set = SliceDataset(Path(config.data), val_idx)
     # channels-last: oneDNN's and cuDNN's fast convolution layout (weights in checkpoints stay contiguous)
-    model = UNet(spec.num_classes, config.base).to(device, memory_format=torch.channels_last)
+    model = UNet(spec.num_classes, config.base).to(device)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit the argument
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     out = Path(config.out)
     history: list[dict[str, Any]] = []
