@@ -167,6 +167,28 @@ class _Logits(torch.nn.Module):
         return self.unet.logits(x)
 
 
+def training_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    precision: torch.dtype | None,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    loss_name: str,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """One optimisation step (forward under autocast at ``precision``, fp32 loss); returns the loss."""
+    with torch.autocast(image.device.type, dtype=precision, enabled=precision is not None):
+        logits = net(image)
+        loss = compute_loss(loss_name, logits.float(), mask, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaled: torch.Tensor = scaler.scale(loss)
+    scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def _dist() -> tuple[int, int]:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -318,15 +340,8 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = scheduled_lr(config.lr, config.lr_schedule, done)
             image, mask = image.to(device, memory_format=torch.channels_last), mask.to(device)
-            with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
-                logits = net(image)
-                loss = compute_loss(loss_name, logits.float(), mask, weights.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaled: torch.Tensor = scaler.scale(loss)
-            scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
+            loss = training_step(net, optimizer, scaler, precision, image, mask, loss_name, weights.to(device))
+            losses.append(float(loss))
         if rank == 0:
             dice = evaluate_dice(model, val_loader, spec.num_classes, device)
             row = {
