@@ -9,11 +9,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from litseg.train.trainer import load_checkpoint
+from litseg.train.data import data_summary, patient_split, read_info
+from litseg.train.trainer import TrainConfig, load_checkpoint
 
 from .onnx_export import ExportError, export_onnx, to_fp16
 
 EXIT_EXPORT = 4
+
+
+def _data_summary_from_set(path: Path, config: TrainConfig) -> dict[str, object] | None:
+    """The training-data summary of a checkpoint that predates it, recomputed from its HDF5 set (the same
+    patient-wise split) when that file is still there; None otherwise."""
+    if not path.is_file():
+        return None
+    info = read_info(path)
+    train_idx, val_idx = patient_split(info, config.val_fraction, config.seed)
+    return data_summary(path, info, train_idx, val_idx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "litseg.validation_metrics": json.dumps({k: v for k, v in last.items() if k.startswith("val_")}),
         "litseg.epochs_trained": str(ckpt.epoch),
     }
+    data = ckpt.metrics.get("data") or _data_summary_from_set(Path(ckpt.config.data), ckpt.config)
+    if data:
+        extra["litseg.training_data"] = json.dumps(data)
     if args.metadata:
         extra.update(
             {

@@ -41,6 +41,24 @@ def read_info(path: Path) -> SetInfo:
         )
 
 
+def data_summary(path: Path, info: SetInfo, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, object]:
+    """What a model was trained on, for its checkpoint and ONNX metadata: the set, the patient-wise split
+    and the class balance (counts and fractions only; case names stay out of model files)."""
+    voxels = np.asarray(info.class_voxels, dtype=np.float64)
+    return {
+        "file": path.name,
+        "task": info.task,
+        "cases": len(info.case_names),
+        "train_cases": len(set(info.case_index[train_idx].tolist())),
+        "val_cases": len(set(info.case_index[val_idx].tolist())),
+        "train_slices": len(train_idx),
+        "val_slices": len(val_idx),
+        "class_voxel_fraction": {
+            name: round(float(v / voxels.sum()), 6) for name, v in zip(info.spec.class_names, voxels, strict=True)
+        },
+    }
+
+
 def patient_split(info: SetInfo, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Slice indices of training and validation sets, split by case (no patient in both)."""
     n_cases = len(info.case_names)

@@ -33,6 +33,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     ev = json.loads((work / f"eval-{task}.json").read_text())
     summary, cases = ev["summary"], ev["cases"]
     training = json.loads(model.info.metadata.get("litseg.training", "{}"))
+    data = json.loads(model.info.metadata.get("litseg.training_data", "{}"))
     real = real_ct_liver_dice(model_path)
     lines = [
         f"# Model card: {model.info.name} {model.info.version}",
@@ -47,7 +48,13 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         f"resampled to {list(model.spec.target_shape_yx)} (spec v{model.spec.version}, in the ONNX metadata).",
         "",
         "## Training",
-        f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`.",
+        f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"
+        + (
+            f": {data['cases']} cases, {data['train_cases']} for training ({data['train_slices']} slices) and "
+            f"{data['val_cases']} for validation ({data['val_slices']} slices), split by case."
+            if data
+            else "."
+        ),
         f"- Recipe: `make models` (train/recipe.sh); loss `{training.get('loss') or 'default'}`, Adam, batch "
         f"{training.get('batch_size')}, class weights capped at {training.get('weight_cap')}x the smallest, "
         f"rare-class boost {training.get('rare_class_boost')}, augmentation (intensity, noise, rotation, scale; "

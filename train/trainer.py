@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from litseg.runtime.spec import PreprocessSpec
 
-from .data import Augment, Crop, SliceDataset, patient_split, read_info
+from .data import Augment, Crop, SliceDataset, data_summary, patient_split, read_info
 from .losses import LOSSES, class_weights, compute_loss
 from .unet import UNet
 
@@ -263,6 +263,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         else class_weights(info.class_voxels, max_ratio=config.weight_cap)
     )
     train_idx, val_idx = patient_split(info, config.val_fraction, config.seed)
+    data = data_summary(Path(config.data), info, train_idx, val_idx)
     crop = Crop(config.crop, config.crop_foreground) if config.crop else None
     train_set = SliceDataset(
         Path(config.data), train_idx, Augment() if config.augment else None, config.seed, crop=crop
@@ -357,7 +358,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             }
             history.append(row)
             score = float(np.nanmean(dice[1:]))
-            metrics = {"history": history, "best_val_mean_fg_dice": max(best, score)}
+            metrics = {"history": history, "best_val_mean_fg_dice": max(best, score), "data": data}
             save_checkpoint(out / "checkpoint-last.pt", model, optimizer, config, spec, epoch + 1, metrics)
             if score > best:
                 best = score

@@ -108,6 +108,12 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
     model = Model(onnx_path, device="cpu")
     assert model.info.version == "9.9.9" and model.spec.task == "liver-tumor"
     assert "val_dice_liver" in model.info.metadata["litseg.validation_metrics"]
+    data = json.loads(model.info.metadata["litseg.training_data"])
+    assert data["file"] == "set.h5" and data["task"] == "liver-tumor"
+    assert (data["cases"], data["train_cases"], data["val_cases"]) == (3, 2, 1)
+    assert data["train_slices"] > 0 and data["val_slices"] > 0
+    assert sum(data["class_voxel_fraction"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert data["class_voxel_fraction"]["tumor"] < data["class_voxel_fraction"]["liver"]
     assert (tmp_path / "model-fp16.onnx").is_file()
     from tests.factories import SeriesGeometry, make_series
 
@@ -250,3 +256,20 @@ def test_logs_take_rows_of_an_older_run_without_newer_columns(tmp_path: Path) ->
     header, first, second = (tmp_path / "log.csv").read_text().splitlines()
     assert header == "epoch,train_loss,val_dice_liver,precision"
     assert first == "1,0.5,0.8," and second == "2,0.4,0.9,bfloat16"
+
+
+def test_export_recomputes_the_data_summary_of_an_older_checkpoint(tiny_set: Path, tmp_path: Path) -> None:
+    best = train(_tiny_config(tiny_set, tmp_path / "run", epochs=1))
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    metrics = json.loads(state["metrics"])
+    summary = metrics.pop("data")
+    old = tmp_path / "old.pt"
+    torch.save({**state, "metrics": json.dumps(metrics)}, old)  # as litseg < 0.2 wrote it
+    assert export_main([str(old), "--out", str(tmp_path / "old.onnx")]) == 0
+    assert json.loads(Model(tmp_path / "old.onnx", device="cpu").info.metadata["litseg.training_data"]) == summary
+    tiny_set.rename(tiny_set.with_suffix(".moved"))  # the set is gone: no summary rather than a guess
+    try:
+        assert export_main([str(old), "--out", str(tmp_path / "gone.onnx")]) == 0
+        assert "litseg.training_data" not in Model(tmp_path / "gone.onnx", device="cpu").info.metadata
+    finally:
+        tiny_set.with_suffix(".moved").rename(tiny_set)
