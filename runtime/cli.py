@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-tumor-ml",
         type=float,
         default=RunConfig.min_tumor_ml,
-        help="relabel tumor components smaller than this many mL as liver (default: keep all; 0.2 was chosen "
-        "for the bundled model on its validation phantoms)",
+        help="relabel tumor components smaller than this many mL as liver: fewer false positives, fewer small "
+        "lesions (default: keep all)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The recipe of the bundled default models: phantoms -> HDF5 -> train -> export -> evaluate -> model cards.
-# Runs on the CPU (2 cores: about an hour of training, 25 min of data preparation and 15 min of
+# Runs on the CPU (2 cores: about an hour of training, 45 min of data preparation and 15 min of
 # evaluation); every step is a litseg CLI. Steps whose outputs exist are skipped, so an interrupted run
 # can be resumed. Knobs are environment variables.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-build/models}
-CASES=${CASES:-40}
+# 80 training phantoms (64 train / 16 validation): with 40, validation tumor Dice stalled at about 0.75
+# while the training loss kept falling; 80 in the same steps raised held-out tumor Dice per case 0.44 -> 0.60
+CASES=${CASES:-80}
 TEST_CASES=${TEST_CASES:-10}
 THREADS=${THREADS:-2}
 VERSION=${VERSION:-0.2.0}
