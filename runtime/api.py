@@ -194,7 +194,7 @@ def segment(
         labels = restore_labels(probs, model_input, series.volume)
         del probs
         cleaned = clean_labels(labels.array, config.largest_component)  # type: ignore[arg-type]
-        min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml) if config.min_tumor_ml > 0 else 0
+        min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
         labels = labels.with_array(drop_small_tumors(cleaned, min_voxels))
         measurements = measure(labels)
     return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings)

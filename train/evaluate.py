@@ -130,8 +130,9 @@ def case_metrics(name: str, pred: Volume, ref: Volume) -> CaseMetrics:
     diameters = np.cbrt(6 * np.bincount(ref_lesions.ravel(), minlength=n_ref + 1)[1:] * voxel_mm3 / np.pi)
     by_size = {size_bin(d): [0, 0] for d in (0.0, SIZE_BINS_MM[0], SIZE_BINS_MM[1])}
     for d, hit in zip(diameters, detected, strict=True):
-        by_size[size_bin(float(d))][0] += 1
-        by_size[size_bin(float(d))][1] += int(hit)
+        counts = by_size[size_bin(float(d))]
+        counts[0] += 1
+        counts[1] += int(hit)
     return CaseMetrics(
         name,
         liver,

@@ -314,6 +314,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             masks = f["masks"]
             rare_slices = np.array([masks[int(i)].max() == spec.num_classes - 1 for i in train_idx], dtype=float)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
+    weights = weights.to(device)
     best = resumed_best  # a resumed run replaces the best checkpoint only with a better epoch
     best_path = out / "checkpoint-best.pt"
     for epoch in range(start_epoch, config.epochs):
@@ -341,7 +342,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = scheduled_lr(config.lr, config.lr_schedule, done)
             image, mask = image.to(device, memory_format=torch.channels_last), mask.to(device)
-            loss = training_step(net, optimizer, scaler, precision, image, mask, loss_name, weights.to(device))
+            loss = training_step(net, optimizer, scaler, precision, image, mask, loss_name, weights)
             losses.append(float(loss))
         if rank == 0:
             dice = evaluate_dice(model, val_loader, spec.num_classes, device)
