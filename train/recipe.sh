@@ -7,7 +7,8 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-build/models}
 # 80 training phantoms (64 train / 16 validation): with 40, validation tumor Dice stalled at about 0.75
-# while the training loss kept falling; 80 in the same steps raised held-out tumor Dice per case 0.44 -> 0.60.
+# while the training loss kept falling; 80 in the same steps raised tumor Dice per case 0.44 -> 0.60 (seeds
+# 9000-9009).
 # 160 did not help further (0.69 vs 0.69 per case on 30 held-out phantoms, seeds 9000-9029) and costs 35 min
 # more data preparation and 10 min more validation.
 CASES=${CASES:-80}
