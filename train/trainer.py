@@ -303,10 +303,10 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             task,
             loss_name,
             [round(float(w), 3) for w in weights],
-            len(train_idx),
-            len(val_idx),
-            len(set(info.case_index[train_idx].tolist())),
-            len(set(info.case_index[val_idx].tolist())),
+            data["train_slices"],
+            data["val_slices"],
+            data["train_cases"],
+            data["val_cases"],
         )
     rare_slices = np.zeros(len(train_idx))
     if config.rare_class_boost > 1.0:
