@@ -1,4 +1,4 @@
-"""``litseg-export CKPT --out model.onnx``: checkpoint -> ONNX with litseg metadata, verified."""
+"""``litseg-export CKPT [CKPT ...] --out model.onnx``: checkpoint(s) -> ONNX with litseg metadata, verified."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from litseg.train.data import data_summary, patient_split, read_info
-from litseg.train.trainer import TrainConfig, load_checkpoint
+from litseg.train.trainer import Checkpoint, TrainConfig, load_checkpoint
 
-from .onnx_export import ExportError, export_onnx, to_fp16
+from .onnx_export import ExportError, MeanProbabilities, export_onnx, to_fp16
 
 EXIT_EXPORT = 4
 
@@ -27,9 +27,76 @@ def _data_summary_from_set(path: Path, config: TrainConfig) -> dict[str, object]
     return data_summary(path, info, train_idx, val_idx)
 
 
+def _member_metadata(ckpt: Checkpoint) -> dict[str, object]:
+    """What the ONNX metadata records of one trained network: its config, last validation, data."""
+    history = ckpt.metrics.get("history", [])
+    last = history[-1] if history else {}
+    member: dict[str, object] = {
+        "base": ckpt.model.base,
+        "training": {
+            k: v for k, v in json.loads(json.dumps(ckpt.config.__dict__)).items() if k not in ("resume", "out")
+        },
+        "validation_metrics": {k: v for k, v in last.items() if k.startswith("val_")},
+        "epochs_trained": ckpt.epoch,
+    }
+    data = ckpt.metrics.get("data") or _data_summary_from_set(Path(ckpt.config.data), ckpt.config)
+    if data:
+        member["training_data"] = data
+    return member
+
+
+def _metadata(ckpts: Sequence[Checkpoint]) -> dict[str, str]:
+    """The litseg.* metadata keys. The top-level training keys describe the first member; an ensemble
+    also lists every member under ``litseg.members``."""
+    members = [_member_metadata(c) for c in ckpts]
+    first = members[0]
+    architecture: dict[str, object] = {"name": "unet2d", "base": first["base"]}
+    extra = {
+        "litseg.task": ckpts[0].spec.task,
+        "litseg.class_names": json.dumps(list(ckpts[0].spec.class_names)),
+        "litseg.training": json.dumps(first["training"]),
+        "litseg.validation_metrics": json.dumps(first["validation_metrics"]),
+        "litseg.epochs_trained": str(first["epochs_trained"]),
+    }
+    if "training_data" in first:
+        extra["litseg.training_data"] = json.dumps(first["training_data"])
+    if len(members) > 1:
+        architecture.update({"members": len(members), "combine": "mean of softmax probabilities"})
+        extra["litseg.members"] = json.dumps(members)
+    extra["litseg.architecture"] = json.dumps(architecture)
+    return extra
+
+
+def _load(paths: Sequence[Path]) -> list[Checkpoint]:
+    """Load every checkpoint; an ensemble's members must share the preprocessing spec (task, classes)."""
+    ckpts = []
+    for path in paths:
+        try:
+            ckpts.append(load_checkpoint(path))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise _InputError(f"cannot load checkpoint {path}: {exc}") from exc
+    for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
+        if ckpt.spec != ckpts[0].spec:
+            raise _InputError(
+                f"checkpoint {path} has a different preprocessing spec than {paths[0]} "
+                f"({ckpt.spec.to_json()} vs {ckpts[0].spec.to_json()}); ensemble members must share task, "
+                "classes, window and input size"
+            )
+    return ckpts
+
+
+class _InputError(ValueError):
+    """A checkpoint that cannot be exported (exit 3)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="litseg-export", description="Export a litseg checkpoint to ONNX.")
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="+",
+        help="checkpoint; several make one ensemble model (mean of their softmax probabilities)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--name", default=None, help="model name (default: litseg-<task>)")
     parser.add_argument("--version", default="0.1.0", help="model version written into the metadata")
@@ -39,25 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"litseg-export: error: cannot load checkpoint {args.checkpoint}: {exc}", file=sys.stderr)
+        ckpts = _load(args.checkpoint)
+    except _InputError as exc:
+        print(f"litseg-export: error: {exc}", file=sys.stderr)
         return 3
-    history = ckpt.metrics.get("history", [])
-    last = history[-1] if history else {}
-    extra = {
-        "litseg.task": ckpt.spec.task,
-        "litseg.class_names": json.dumps(list(ckpt.spec.class_names)),
-        "litseg.architecture": json.dumps({"name": "unet2d", "base": ckpt.model.base}),
-        "litseg.training": json.dumps(
-            {k: v for k, v in json.loads(json.dumps(ckpt.config.__dict__)).items() if k not in ("resume", "out")}
-        ),
-        "litseg.validation_metrics": json.dumps({k: v for k, v in last.items() if k.startswith("val_")}),
-        "litseg.epochs_trained": str(ckpt.epoch),
-    }
-    data = ckpt.metrics.get("data") or _data_summary_from_set(Path(ckpt.config.data), ckpt.config)
-    if data:
-        extra["litseg.training_data"] = json.dumps(data)
+    extra = _metadata(ckpts)
     if args.metadata:
         extra.update(
             {
@@ -65,17 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for k, v in json.loads(args.metadata).items()
             }
         )
-    name = args.name or f"litseg-{ckpt.spec.task}"
+    spec = ckpts[0].spec
+    model = ckpts[0].model if len(ckpts) == 1 else MeanProbabilities([c.model for c in ckpts])
+    name = args.name or f"litseg-{spec.task}"
     try:
-        check = export_onnx(ckpt.model, ckpt.spec, args.out, name, args.version, extra, args.tolerance)
+        check = export_onnx(model, spec, args.out, name, args.version, extra, args.tolerance)
         report = {
             "out": str(args.out),
+            "members": len(ckpts),
             "max_abs_diff": check.max_abs_diff,
             "argmax_agreement": check.argmax_agreement,
         }
         if args.fp16:
             fp16_path = args.out.with_name(args.out.stem + "-fp16.onnx")
-            half = to_fp16(args.out, fp16_path, ckpt.model, ckpt.spec)
+            half = to_fp16(args.out, fp16_path, model, spec)
             report.update(
                 {
                     "fp16_out": str(fp16_path),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,23 @@ class ExportError(RuntimeError):
 class Verification:
     max_abs_diff: float
     argmax_agreement: float
+
+
+class MeanProbabilities(torch.nn.Module):
+    """An ensemble as one network: the mean of its members' softmax probabilities.
+
+    nnU-Net's way of combining its cross-validation folds; exported as one ONNX graph, so the runtime
+    and the metadata contract see one model with the members' input and output.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member; got none")
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 
 def export_onnx(

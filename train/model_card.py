@@ -27,9 +27,16 @@ def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | Non
     return float(2 * (pred & ref).sum() / max(1, pred.sum() + ref.sum()))
 
 
+def member_runs(work: Path, task: str, members: int) -> list[Path]:
+    """The run folders of a model's members, as train/recipe.sh names them: run-<task>, run-<task>-2, ..."""
+    return [work / f"run-{task}"] + [work / f"run-{task}-{k}" for k in range(2, members + 1)]
+
+
 def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     model = Model(model_path, device="cpu")
-    history = json.loads((work / f"run-{task}" / "log.json").read_text())
+    members = json.loads(model.info.metadata.get("litseg.members", "[]"))
+    histories = [json.loads((run / "log.json").read_text()) for run in member_runs(work, task, max(1, len(members)))]
+    history = histories[0]
     ev = json.loads((work / f"eval-{task}.json").read_text())
     summary, cases = ev["summary"], ev["cases"]
     training = json.loads(model.info.metadata.get("litseg.training", "{}"))
@@ -42,8 +49,15 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         "to end; train on LiTS17 for real use (README, 'Running on your data').",
         "",
         "## Model",
-        f"- Task `{task}`, classes {list(model.spec.class_names)}; 2-D U-Net, base width {training.get('base')} "
-        f"({model_path.stat().st_size / 1e6:.1f} MB ONNX, float32).",
+        f"- Task `{task}`, classes {list(model.spec.class_names)}; "
+        + (
+            f"ensemble of {len(members)} 2-D U-Nets (the mean of their softmax probabilities, one ONNX graph), "
+            f"base width {training.get('base')} each, trained alike with split and initialisation seeds "
+            f"{[m['training']['seed'] for m in members]} "
+            if members
+            else f"2-D U-Net, base width {training.get('base')} "
+        )
+        + f"({model_path.stat().st_size / 1e6:.1f} MB ONNX, float32).",
         f"- Input: axial slices in the canonical LPS orientation, window {list(model.spec.window_hu)} HU -> [0, 1], "
         f"resampled to {list(model.spec.target_shape_yx)} (spec v{model.spec.version}, in the ONNX metadata).",
         "",
@@ -51,7 +65,8 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"
         + (
             f": {data['cases']} cases, {data['train_cases']} for training ({data['train_slices']} slices) and "
-            f"{data['val_cases']} for validation ({data['val_slices']} slices), split by case."
+            f"{data['val_cases']} for validation ({data['val_slices']} slices), split by case"
+            + (" (each member draws its own split)." if members else ".")
             if data
             else "."
         ),
@@ -59,21 +74,23 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         f"{training.get('batch_size')}, class weights capped at {training.get('weight_cap')}x the smallest, "
         f"rare-class boost {training.get('rare_class_boost')}, augmentation (intensity, noise, rotation, scale; "
         "no flips); learning rate and patch size per epoch in the table.",
-        f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for r in history) / 60:.0f} min of training.",
+        f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for h in histories for r in h) / 60:.0f} min of training"
+        + (f" ({len(histories)} members)." if members else "."),
         *([f"- Schedule: {notes}"] if notes else []),
         "",
-        "| epoch | samples | patch | lr | precision | train loss | "
+        "| member | epoch | samples | patch | lr | precision | train loss | "
         + " | ".join(k for k in history[0] if k.startswith("val_dice_"))
         + " |",
-        "|---|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
+        "|---|---|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
     ]
-    for r in history:
-        vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
-        lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
-        precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
-        head = f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
-        head += f"| {r['train_loss']:.4f}"
-        lines.append(f"{head} | {vals} |")
+    for member, rows in enumerate(histories, start=1):
+        for r in rows:
+            vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
+            lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
+            precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
+            head = f"| {member} | {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
+            head += f"| {r['train_loss']:.4f}"
+            lines.append(f"{head} | {vals} |")
     lines += [
         "",
         f"## Held-out evaluation ({summary['cases']} phantom cases, seeds 9000+, never seen in training)",
@@ -119,6 +136,11 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
                 "  lesions. False positive lesions are common (precision above).",
             ]
             if task == "liver-tumor"
+            else []
+        ),
+        *(
+            [f"- Every slice runs through all {len(members)} members: {len(members)}x the inference of one U-Net."]
+            if members
             else []
         ),
         "",

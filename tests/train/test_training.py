@@ -15,7 +15,9 @@ import torch
 from litseg.export.cli import main as export_main
 from litseg.runtime import Model, RunConfig, segment
 from litseg.train.data import Crop
+from litseg.train.evaluate import main as eval_main
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
+from litseg.train.model_card import card
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
 from litseg.train.trainer import (
@@ -273,3 +275,59 @@ def test_export_recomputes_the_data_summary_of_an_older_checkpoint(tiny_set: Pat
         assert "litseg.training_data" not in Model(tmp_path / "gone.onnx", device="cpu").info.metadata
     finally:
         tiny_set.with_suffix(".moved").rename(tiny_set)
+
+
+def test_export_of_several_checkpoints_is_the_mean_of_their_probabilities(
+    tiny_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    members = [train(_tiny_config(tiny_set, tmp_path / f"run{seed}", epochs=1, seed=seed)) for seed in (0, 1)]
+    singles = []
+    for n, ckpt in enumerate(members):
+        assert export_main([str(ckpt), "--out", str(tmp_path / f"m{n}.onnx")]) == 0
+        singles.append(Model(tmp_path / f"m{n}.onnx", device="cpu"))
+    capsys.readouterr()
+    assert export_main([*map(str, members), "--out", str(tmp_path / "ens.onnx"), "--fp16"]) == 0
+    assert json.loads(capsys.readouterr().out)["members"] == 2
+    ensemble = Model(tmp_path / "ens.onnx", device="cpu")
+    batch = np.random.default_rng(0).random((3, 1, 64, 64), dtype=np.float32)
+    expected = (singles[0].predict(batch) + singles[1].predict(batch)) / 2
+    assert not np.allclose(singles[0].predict(batch), singles[1].predict(batch), atol=1e-3)  # two networks
+    np.testing.assert_allclose(ensemble.predict(batch), expected, atol=1e-5)
+    meta = ensemble.info.metadata
+    assert json.loads(meta["litseg.architecture"]) == {
+        "name": "unet2d",
+        "base": 4,
+        "members": 2,
+        "combine": "mean of softmax probabilities",
+    }
+    listed = json.loads(meta["litseg.members"])
+    assert [m["training"]["seed"] for m in listed] == [0, 1]
+    assert all("val_dice_tumor" in m["validation_metrics"] and m["training_data"]["cases"] == 3 for m in listed)
+    assert json.loads(meta["litseg.training"])["seed"] == 0  # the top-level keys describe the first member
+    assert "litseg.members" not in singles[0].info.metadata
+    # the model card lists both members' training (run folders named as train/recipe.sh names them)
+    work = tmp_path / "work"
+    work.mkdir()
+    for run, name in zip(members, ("run-liver-tumor", "run-liver-tumor-2"), strict=True):
+        run.parent.rename(work / name)
+    ref = sorted(tiny_set.parent.glob("segmentation-0.nii*"))[0]
+    assert eval_main([str(ref), str(ref), "--json", str(work / "eval-liver-tumor.json")]) == 0
+    text = card("liver-tumor", work, tmp_path / "ens.onnx")
+    assert "ensemble of 2 2-D U-Nets" in text and "seeds [0, 1]" in text
+    assert [line[:10] for line in text.splitlines() if line[:4] in ("| 1 ", "| 2 ")] == ["| 1 | 1 | ", "| 2 | 1 | "]
+
+
+def test_export_refuses_members_with_different_preprocessing(
+    tiny_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = train(_tiny_config(tiny_set, tmp_path / "run", epochs=1))
+    state = torch.load(first, map_location="cpu", weights_only=True)
+    spec = json.loads(state["spec"])
+    spec["window_hu"] = [-100.0, 200.0]
+    other = tmp_path / "other-window.pt"
+    torch.save({**state, "spec": json.dumps(spec)}, other)
+    capsys.readouterr()
+    assert export_main([str(first), str(other), "--out", str(tmp_path / "ens.onnx")]) == 3
+    err = capsys.readouterr().err
+    assert "other-window.pt has a different preprocessing spec" in err and "-100.0" in err
+    assert not (tmp_path / "ens.onnx").exists()
