@@ -67,6 +67,10 @@ def _metadata(ckpts: Sequence[Checkpoint]) -> dict[str, str]:
     return extra
 
 
+class _InputError(ValueError):
+    """A checkpoint that cannot be exported (exit 3)."""
+
+
 def _load(paths: Sequence[Path]) -> list[Checkpoint]:
     """Load every checkpoint; an ensemble's members must share the preprocessing spec (task, classes)."""
     ckpts = []
@@ -85,12 +89,10 @@ def _load(paths: Sequence[Path]) -> list[Checkpoint]:
     return ckpts
 
 
-class _InputError(ValueError):
-    """A checkpoint that cannot be exported (exit 3)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="litseg-export", description="Export a litseg checkpoint to ONNX.")
+    parser = argparse.ArgumentParser(
+        prog="litseg-export", description="Export a litseg checkpoint, or an ensemble of them, to ONNX."
+    )
     parser.add_argument(
         "checkpoint",
         type=Path,

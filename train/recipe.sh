@@ -15,6 +15,10 @@ CASES=${CASES:-80}
 # 30 held-out phantoms (seeds 9000-9029): with 10, the case mix alone moved the tumor Dice per case by about
 # 0.1 (the same model: 0.60 on seeds 9000-9009, 0.73 on 9010-9029)
 TEST_CASES=${TEST_CASES:-30}
+# The liver-tumor model is an ensemble of MEMBERS U-Nets trained alike with seeds 0, 1, ... (each with its
+# own validation split and initialisation), exported as one ONNX graph that averages their softmax
+# probabilities (nnU-Net's fold ensemble). MEMBERS_NOTE
+MEMBERS=${MEMBERS:-2}
 THREADS=${THREADS:-2}
 VERSION=${VERSION:-0.2.0}
 MODELS=${MODELS:-runtime/models}
@@ -48,22 +52,32 @@ for task in liver-tumor liver; do
   [ -f "$WORK/$task.h5" ] || "$BIN/litseg-prepare" "$WORK/train" --out "$WORK/$task.h5" --task "$task"
 done
 
-epochs_done() {  # task -> epochs in its log (0 without one)
-  "$BIN/python" -c "import json,sys;print(len(json.load(open(sys.argv[1]))))" "$WORK/run-$1/log.json" 2>/dev/null \
+epochs_done() {  # run -> epochs in its log (0 without one)
+  "$BIN/python" -c "import json,sys;print(len(json.load(open(sys.argv[1]))))" "$WORK/$1/log.json" 2>/dev/null \
     || echo 0
 }
-train() {  # task base epochs samples-per-epoch [litseg-train flags]: one phase, resuming the previous one
-  [ "$(epochs_done "$1")" -ge "$3" ] && return
+train() {  # run task base epochs samples-per-epoch [litseg-train flags]: one phase, resuming the previous one
+  [ "$(epochs_done "$1")" -ge "$4" ] && return
   resume=()
-  [ -f "$WORK/run-$1/checkpoint-last.pt" ] && resume=(--resume "$WORK/run-$1/checkpoint-last.pt")
-  "$BIN/litseg-train" --data "$WORK/$1.h5" --out "$WORK/run-$1" --base "$2" --epochs "$3" \
-    --slices-per-epoch "$4" --threads "$THREADS" "${resume[@]}" "${@:5}"
+  [ -f "$WORK/$1/checkpoint-last.pt" ] && resume=(--resume "$WORK/$1/checkpoint-last.pt")
+  "$BIN/litseg-train" --data "$WORK/$2.h5" --out "$WORK/$1" --base "$3" --epochs "$4" \
+    --slices-per-epoch "$5" --threads "$THREADS" "${resume[@]}" "${@:6}"
+}
+member_run() {  # task member -> run folder: run-<task> for the first member, run-<task>-<member> after it
+  if [ "$2" -eq 1 ]; then echo "run-$1"; else echo "run-$1-$2"; fi
 }
 tumor=(--crop "$PATCH" --crop-foreground 0.67 --rare-class-boost 3 --weight-cap 5)
-train liver-tumor "$BASE" "$EPOCHS_1" "$PATCHES" "${tumor[@]}" --lr "$LR_1" --lr-schedule poly
-train liver-tumor "$BASE" $((EPOCHS_1 + 1)) "$SLICES_2" --rare-class-boost 3 --weight-cap 5 --lr "$LR_2"
-# the liver model starts from the best liver-tumor checkpoint of these first epochs
-train liver "$BASE" "$EPOCHS_LIVER" "$PATCHES_LIVER" --crop "$PATCH" --crop-foreground 0.5 --weight-cap 5 \
+members=()
+for m in $(seq 1 "$MEMBERS"); do
+  run=$(member_run liver-tumor "$m")
+  seed=(--seed $((m - 1)))  # its own validation split and initialisation
+  train "$run" liver-tumor "$BASE" "$EPOCHS_1" "$PATCHES" "${tumor[@]}" --lr "$LR_1" --lr-schedule poly "${seed[@]}"
+  train "$run" liver-tumor "$BASE" $((EPOCHS_1 + 1)) "$SLICES_2" --rare-class-boost 3 --weight-cap 5 --lr "$LR_2" \
+    "${seed[@]}"
+  members+=("$WORK/$run/checkpoint-best.pt")
+done
+# the liver model starts from the best checkpoint of the first liver-tumor member
+train run-liver liver "$BASE" "$EPOCHS_LIVER" "$PATCHES_LIVER" --crop "$PATCH" --crop-foreground 0.5 --weight-cap 5 \
   --lr "$LR_LIVER" --lr-schedule poly --init "$WORK/run-liver-tumor/checkpoint-best.pt"
 
 notes() {  # task
@@ -72,13 +86,16 @@ notes() {  # task
       "epochs 1-$EPOCHS_LIVER: ${PATCH}x${PATCH} patches (half centred on liver), lr $LR_LIVER with poly decay to 0;" \
       "the exported checkpoint is the best by validation liver Dice"
   else
+    [ "$MEMBERS" -gt 1 ] && echo -n "each of the $MEMBERS members (seeds 0-$((MEMBERS - 1))): "
     echo "epochs 1-$EPOCHS_1: ${PATCH}x${PATCH} patches (2/3 centred on the rarest class in the slice), lr $LR_1" \
       "with poly decay to 0; epoch $((EPOCHS_1 + 1)): whole slices at lr $LR_2; the exported checkpoint is the best" \
       "by mean foreground validation Dice"
   fi
 }
 for task in liver-tumor liver; do
-  "$BIN/litseg-export" "$WORK/run-$task/checkpoint-best.pt" --out "$MODELS/$task.onnx" --version "$VERSION" \
+  checkpoints=("$WORK/run-$task/checkpoint-best.pt")
+  [ "$task" = liver-tumor ] && checkpoints=("${members[@]}")
+  "$BIN/litseg-export" "${checkpoints[@]}" --out "$MODELS/$task.onnx" --version "$VERSION" \
     --name "litseg-$task-phantom"
   pred="$WORK/pred-$task"
   mkdir -p "$pred"
