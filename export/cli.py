@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from litseg.runtime.model import MAX_TUMOR_MARGIN_MM, POSTPROCESS_METADATA_KEY
 from litseg.train.data import data_summary, patient_split, read_info
 from litseg.train.trainer import Checkpoint, TrainConfig, load_checkpoint
 
@@ -104,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", default="0.1.0", help="model version written into the metadata")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| on probabilities")
     parser.add_argument("--fp16", action="store_true", help="also write <out>-fp16.onnx (half-precision weights)")
+    parser.add_argument(
+        "--tumor-margin-mm",
+        type=float,
+        default=None,
+        help="tumor margin calibrated on validation data, applied by litseg-run (litseg.postprocess)",
+    )
     parser.add_argument("--metadata", default=None, help="JSON object of extra metadata (e.g. test metrics)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -113,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"litseg-export: error: {exc}", file=sys.stderr)
         return 3
     extra = _metadata(ckpts)
+    if args.tumor_margin_mm is not None:
+        if not 0.0 <= args.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
+            parser.error(f"--tumor-margin-mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {args.tumor_margin_mm}")
+        extra[POSTPROCESS_METADATA_KEY] = json.dumps({"tumor_margin_mm": args.tumor_margin_mm})
     if args.metadata:
         extra.update(
             {

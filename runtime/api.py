@@ -22,10 +22,10 @@ from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import LitsegError, ModelError, OutputError
-from .model import DEVICES, Model, ModelInfo
+from .model import DEVICES, MAX_TUMOR_MARGIN_MM, Model, ModelInfo
 from .nifti import write_nifti
 from .overlay import write_overlay
-from .postprocess import Measurements, clean_labels, drop_small_tumors, measure
+from .postprocess import Measurements, clean_labels, drop_small_tumors, grow_tumors, measure
 from .preprocess import preprocess, restore_labels
 from .series import DicomSeries, SeriesSource, read_series
 from .volume import Volume
@@ -82,6 +82,10 @@ class RunConfig:
     min_tumor_ml
         Tumor components smaller than this (mL, 6-connected) become liver; 0 keeps every one. It trades
         recall of small lesions for precision (with the bundled model, 0.2 mL: README).
+    tumor_margin_mm
+        Liver voxels within this distance (mm, in-plane) of a tumor become tumor (after the small-tumor
+        filter); ``None`` uses the margin calibrated with the model (``litseg.postprocess``, 0 without
+        one), 0 turns it off.
     series_uid
         SeriesInstanceUID to pick when the input holds several CT series.
     """
@@ -92,10 +96,13 @@ class RunConfig:
     largest_component: bool = True
     min_tumor_ml: float = 0.0
     series_uid: str | None = None
+    tumor_margin_mm: float | None = None
 
     def __post_init__(self) -> None:
         if not self.min_tumor_ml >= 0.0:
             raise ValueError(f"min_tumor_ml must be >= 0 (mL); got {self.min_tumor_ml}")
+        if self.tumor_margin_mm is not None and not 0.0 <= self.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
+            raise ValueError(f"tumor_margin_mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {self.tumor_margin_mm}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}; got {self.device!r}")
         if not 1 <= self.batch_size <= 1024:
@@ -114,6 +121,7 @@ class SegmentationResult:
     provider: str
     measurements: Measurements
     timings_s: dict[str, float] = field(default_factory=dict)
+    tumor_margin_mm: float = 0.0
 
     def report(self) -> dict[str, Any]:
         """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
@@ -131,6 +139,7 @@ class SegmentationResult:
                 "task": self.model.spec.task,
                 "classes": list(self.model.spec.class_names),
             },
+            "tumor_margin_mm": self.tumor_margin_mm,
             "provider": self.provider,
             "liver_volume_ml": round(m.liver_volume_ml, 2),
             "tumor_count": m.tumor_count,
@@ -196,8 +205,10 @@ def segment(
         cleaned = clean_labels(labels.array, config.largest_component)  # type: ignore[arg-type]
         min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
         labels = labels.with_array(drop_small_tumors(cleaned, min_voxels))
+        margin = model.info.tumor_margin_mm if config.tumor_margin_mm is None else config.tumor_margin_mm
+        labels = grow_tumors(labels, margin)
         measurements = measure(labels)
-    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings)
+    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings, margin)
 
 
 def write_results(

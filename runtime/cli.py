@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="relabel tumor components smaller than this many mL as liver: fewer false positives, fewer small "
         "lesions (default: keep all)",
     )
+    parser.add_argument(
+        "--tumor-margin-mm",
+        type=float,
+        default=None,
+        help="relabel liver within this many mm (in-plane) of a tumor as tumor (default: the margin calibrated "
+        "with the model, in its metadata; 0 turns it off)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -100,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             largest_component=args.largest_component,
             min_tumor_ml=args.min_tumor_ml,
             series_uid=args.series_uid,
+            tumor_margin_mm=args.tumor_margin_mm,
         )
     except ValueError as exc:
         parser.error(str(exc))

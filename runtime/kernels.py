@@ -335,3 +335,45 @@ def keep_components(
     out = np.empty_like(labels)
     _keep_components_kernel(labels, components, keep, out)
     return out
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm):  # type: ignore[no-untyped-def]
+    nz, ny, nx = labels.shape
+    r2 = radius_mm * radius_mm
+    for k in nb.prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                out[k, j, i] = labels[k, j, i]
+                if labels[k, j, i] != into:
+                    continue
+                near = False
+                for dj in range(-r_y, r_y + 1):
+                    jj = j + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    for di in range(-r_x, r_x + 1):
+                        ii = i + di
+                        if 0 <= ii < nx and labels[k, jj, ii] == grow and (dj * dy_mm) ** 2 + (di * dx_mm) ** 2 <= r2:
+                            near = True
+                            break
+                    if near:
+                        break
+                if near:
+                    out[k, j, i] = grow
+
+
+def grow_label(
+    labels: npt.NDArray[np.uint8], grow: int, into: int, radius_mm: float, spacing_yx_mm: tuple[float, float]
+) -> npt.NDArray[np.uint8]:
+    """Relabel ``into`` voxels within ``radius_mm`` (in-plane, centre to centre) of a ``grow`` voxel of the
+    same slice as ``grow``; other voxels are unchanged (a new array). Growth reads the input labels only
+    (one step, not iterated)."""
+    _require(labels, "labels", 3, (np.uint8,))
+    dy_mm, dx_mm = (float(v) for v in spacing_yx_mm)
+    if not (dy_mm > 0 and dx_mm > 0 and radius_mm >= 0):
+        raise ValueError(f"spacing_yx_mm must be > 0 and radius_mm >= 0; got {spacing_yx_mm}, {radius_mm}")
+    out = np.empty_like(labels)
+    r_y, r_x = int(radius_mm / dy_mm), int(radius_mm / dx_mm)
+    _grow_label_kernel(labels, out, np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
+    return out

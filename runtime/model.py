@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 NAME_METADATA_KEY = "litseg.model_name"
 VERSION_METADATA_KEY = "litseg.model_version"
+#: Optional JSON object of post-processing settings calibrated on validation data ({"tumor_margin_mm": 2.0}).
+POSTPROCESS_METADATA_KEY = "litseg.postprocess"
+MAX_TUMOR_MARGIN_MM = 20.0
 Device = Literal["auto", "gpu", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
 
@@ -45,6 +49,8 @@ class ModelInfo:
     spec: PreprocessSpec
     path: Path
     metadata: dict[str, str]
+    #: Tumor margin (mm) calibrated on validation data, from ``litseg.postprocess``; 0 when absent.
+    tumor_margin_mm: float = 0.0
 
 
 def cuda_device_count() -> int:
@@ -121,7 +127,26 @@ def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         spec = PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
     except (ValueError, TypeError) as exc:
         raise ModelError(f"model {path} has an invalid {SPEC_METADATA_KEY}: {exc}") from exc
-    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta)
+    margin = _read_tumor_margin(meta.get(POSTPROCESS_METADATA_KEY), path)
+    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta, margin)
+
+
+def _read_tumor_margin(raw: str | None, path: Path) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        margin = float(json.loads(raw).get("tumor_margin_mm", 0.0))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            f"model {path} has an invalid {POSTPROCESS_METADATA_KEY} {raw!r} ({exc}); "
+            'expected a JSON object such as {"tumor_margin_mm": 2.0}'
+        ) from exc
+    if not 0.0 <= margin <= MAX_TUMOR_MARGIN_MM:
+        raise ModelError(
+            f"model {path} has tumor_margin_mm {margin} in {POSTPROCESS_METADATA_KEY}; "
+            f"expected 0 to {MAX_TUMOR_MARGIN_MM} mm"
+        )
+    return margin
 
 
 class Model:

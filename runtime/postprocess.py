@@ -55,6 +55,21 @@ def drop_small_tumors(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDA
     return out
 
 
+def grow_tumors(labels: Volume, margin_mm: float) -> Volume:
+    """Relabel liver voxels within ``margin_mm`` of a tumor voxel, in-plane, as tumor.
+
+    A boundary calibration for models that draw lesions systematically smaller than their reference
+    (a 2-D network at 256 x 256 calls a lesion's enhancing rim and its partial-volume border liver). The
+    margin is chosen on validation data and travels in the model metadata (``litseg.postprocess``);
+    growth never leaves the organ. ``margin_mm <= 0`` returns the labels unchanged.
+    """
+    if margin_mm <= 0:
+        return labels
+    spacing_x, spacing_y, _ = labels.spacing_mm
+    array = np.ascontiguousarray(labels.array, dtype=np.uint8)
+    return labels.with_array(kernels.grow_label(array, TUMOR, LIVER, margin_mm, (spacing_y, spacing_x)))
+
+
 @dataclass(frozen=True)
 class Measurements:
     """Volumes in millilitres, computed on the native grid."""

@@ -60,6 +60,15 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         + f"({model_path.stat().st_size / 1e6:.1f} MB ONNX, float32).",
         f"- Input: axial slices in the canonical LPS orientation, window {list(model.spec.window_hu)} HU -> [0, 1], "
         f"resampled to {list(model.spec.target_shape_yx)} (spec v{model.spec.version}, in the ONNX metadata).",
+        *(
+            [
+                f"- Post-processing: litseg-run grows tumors by {model.info.tumor_margin_mm:g} mm (in-plane) within "
+                "the liver, a margin calibrated on validation phantoms (`litseg.postprocess` in the ONNX metadata; "
+                "`--tumor-margin-mm 0` turns it off)."
+            ]
+            if model.info.tumor_margin_mm
+            else []
+        ),
         "",
         "## Training",
         f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"

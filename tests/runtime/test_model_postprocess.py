@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from litseg.runtime import kernels
 from litseg.runtime.errors import DeviceError, ModelError
 from litseg.runtime.model import Model, choose_providers, cuda_device_count
-from litseg.runtime.postprocess import clean_labels, drop_small_tumors, measure
+from litseg.runtime.postprocess import clean_labels, drop_small_tumors, grow_tumors, measure
 from litseg.runtime.spec import PreprocessSpec
 from litseg.runtime.volume import Volume
 from tests.factories import make_intensity_model
@@ -130,3 +131,81 @@ def test_min_tumor_ml_reaches_the_result(tumor_model: Path) -> None:
     assert none.measurements.liver_volume_ml == pytest.approx(whole)
     with pytest.raises(ValueError, match="min_tumor_ml"):
         RunConfig(min_tumor_ml=-1.0)
+
+
+def _with_postprocess(path: Path, value: str) -> Path:
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "litseg.postprocess", value
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_grow_label_matches_a_brute_force_reference() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.zeros((4, 30, 40), np.uint8)
+    labels[:, 3:27, 4:36] = 1
+    labels[rng.random(labels.shape) < 0.01] = 2
+    labels[0, 0, 0] = 2  # a tumor voxel at the array border
+    dy, dx = 0.7, 1.3  # anisotropic pixels: the margin is in millimetres, not pixels
+    out = kernels.grow_label(labels, 2, 1, 2.0, (dy, dx))
+    expected = labels.copy()
+    for k, j, i in np.argwhere(labels == 1):
+        tumor = np.argwhere(labels[k] == 2)  # the same slice only
+        if (((tumor[:, 0] - j) * dy) ** 2 + ((tumor[:, 1] - i) * dx) ** 2 <= 4.0).any():
+            expected[k, j, i] = 2
+    assert np.array_equal(out, expected)
+    assert (out != labels).sum() > 100
+    assert (out[labels == 0] == 0).all()  # growth never leaves the organ
+    with pytest.raises(ValueError, match="spacing_yx_mm must be > 0"):
+        kernels.grow_label(labels, 2, 1, 2.0, (0.0, 1.0))
+
+
+def test_grow_tumors_keeps_geometry_and_a_zero_margin_is_off() -> None:
+    labels = np.zeros((2, 20, 20), np.uint8)
+    labels[:, 2:18, 2:18] = 1
+    labels[:, 9:11, 9:11] = 2
+    volume = Volume(labels, np.diag([0.5, 0.5, 3.0, 1.0]))
+    assert grow_tumors(volume, 0.0) is volume
+    grown = grow_tumors(volume, 1.0)  # 2 pixels of 0.5 mm
+    assert np.array_equal(grown.affine_lps, volume.affine_lps)
+    # the 2x2 square grown by 2 px: 6x6 less the three pixels at each corner farther than 2 px (sqrt 5, sqrt 8)
+    assert (np.asarray(grown.array)[0] == 2).sum() == 6 * 6 - 4 * 3
+    assert ((np.asarray(grown.array) > 0) == (labels > 0)).all()
+
+
+def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path) -> None:
+    from litseg.runtime import RunConfig, segment
+    from tests.factories import make_series
+
+    plain = make_intensity_model(tmp_path / "plain.onnx")
+    # 4 mm pixels in make_series: a 5 mm margin grows the tumor by one pixel
+    calibrated = _with_postprocess(make_intensity_model(tmp_path / "cal.onnx"), '{"tumor_margin_mm": 5.0}')
+    assert Model(calibrated, device="cpu").info.tumor_margin_mm == 5.0
+    assert Model(plain, device="cpu").info.tumor_margin_mm == 0.0
+    datasets = make_series()
+    base = segment(datasets, RunConfig(model=plain))
+    grown = segment(datasets, RunConfig(model=calibrated))
+    off = segment(datasets, RunConfig(model=calibrated, tumor_margin_mm=0.0))
+    assert grown.measurements.tumor_volume_ml > base.measurements.tumor_volume_ml > 0
+    organ = base.measurements.liver_volume_ml + base.measurements.tumor_volume_ml
+    assert grown.measurements.liver_volume_ml + grown.measurements.tumor_volume_ml == pytest.approx(organ)
+    assert np.array_equal(np.asarray(off.labels.array), np.asarray(base.labels.array))
+    assert grown.report()["tumor_margin_mm"] == 5.0 and off.report()["tumor_margin_mm"] == 0.0
+    with pytest.raises(ValueError, match=r"tumor_margin_mm must be 0 to 20\.0 mm; got -1\.0"):
+        RunConfig(tumor_margin_mm=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not json", r"invalid litseg.postprocess 'not json'.*\"tumor_margin_mm\": 2.0"),
+        ('{"tumor_margin_mm": 50}', r"tumor_margin_mm 50.0 in litseg.postprocess; expected 0 to 20.0 mm"),
+    ],
+)
+def test_invalid_postprocess_metadata_is_refused(tmp_path: Path, value: str, message: str) -> None:
+    path = _with_postprocess(make_intensity_model(tmp_path / "m.onnx"), value)
+    with pytest.raises(ModelError, match=message):
+        Model(path, device="cpu")

@@ -106,9 +106,11 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
     scores = [np.nanmean([r["val_dice_liver"], r["val_dice_tumor"]]) for r in log]
     assert load_checkpoint(best).epoch == 1 + int(np.argmax(scores))  # the best of the whole run, resumed or not
     onnx_path = tmp_path / "model.onnx"
-    assert export_main([str(best), "--out", str(onnx_path), "--version", "9.9.9", "--fp16"]) == 0
+    flags = ["--version", "9.9.9", "--fp16", "--tumor-margin-mm", "1.5"]
+    assert export_main([str(best), "--out", str(onnx_path), *flags]) == 0
     model = Model(onnx_path, device="cpu")
     assert model.info.version == "9.9.9" and model.spec.task == "liver-tumor"
+    assert model.info.tumor_margin_mm == 1.5
     assert "val_dice_liver" in model.info.metadata["litseg.validation_metrics"]
     data = json.loads(model.info.metadata["litseg.training_data"])
     assert data["file"] == "set.h5" and data["task"] == "liver-tumor"
