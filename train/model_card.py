@@ -87,17 +87,21 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         + (f" ({len(histories)} members)." if members else "."),
         *([f"- Schedule: {notes}"] if notes else []),
         "",
-        "| member | epoch | samples | patch | lr | precision | train loss | "
+        ("| member " if members else "")
+        + "| epoch | samples | patch | lr | precision | train loss | "
         + " | ".join(k for k in history[0] if k.startswith("val_dice_"))
         + " |",
-        "|---|---|---|---|---|---|---|" + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
+        ("|---" if members else "")
+        + "|---|---|---|---|---|---|"
+        + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
     ]
     for member, rows in enumerate(histories, start=1):
         for r in rows:
             vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
             lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
             precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
-            head = f"| {member} | {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
+            head = f"| {member} " if members else ""
+            head += f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
             head += f"| {r['train_loss']:.4f}"
             lines.append(f"{head} | {vals} |")
     lines += [
