@@ -46,3 +46,24 @@ def test_bench_resample_then_argmax_baseline(benchmark) -> None:  # type: ignore
         return up.argmax(1).astype(np.uint8)
 
     benchmark(baseline)
+
+
+def _grow_scipy(labels: np.ndarray, radius_mm: float, spacing_yx_mm: tuple[float, float]) -> np.ndarray:
+    """The reference the kernel was checked against: per-slice Euclidean distance to the tumor."""
+    out = labels.copy()
+    tumor = labels == 2
+    for k in np.nonzero(tumor.any((1, 2)))[0]:
+        near = ndimage.distance_transform_edt(~tumor[k], sampling=spacing_yx_mm) <= radius_mm
+        out[k][near & (labels[k] == 1)] = 2
+    return out
+
+
+@pytest.mark.benchmark(group="tumor margin 2 mm 64x512x512")
+def test_bench_grow_label_numba(benchmark) -> None:  # type: ignore[no-untyped-def]
+    out = benchmark(kernels.grow_label, LABELS, 2, 1, 2.0, (0.7, 0.7))
+    assert np.array_equal(out, _grow_scipy(LABELS, 2.0, (0.7, 0.7)))
+
+
+@pytest.mark.benchmark(group="tumor margin 2 mm 64x512x512")
+def test_bench_grow_scipy_baseline(benchmark) -> None:  # type: ignore[no-untyped-def]
+    benchmark(_grow_scipy, LABELS, 2.0, (0.7, 0.7))
