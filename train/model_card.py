@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,12 @@ def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | Non
     ref = np.asarray(read_nrrd(real_ct / "liver_seg.nrrd").array) > 0
     pred = np.asarray(result.labels.array) > 0
     return float(2 * (pred & ref).sum() / max(1, pred.sum() + ref.sum()))
+
+
+def case_order(name: str) -> tuple[str, int, str]:
+    """Sort key that puts segmentation-2 before segmentation-10 (text order puts it after)."""
+    match = re.search(r"(\d+)", name)
+    return (name[: match.start()], int(match.group(1)), name[match.end() :]) if match else (name, -1, "")
 
 
 def member_runs(work: Path, task: str, members: int) -> list[Path]:
@@ -128,7 +135,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
             "| case | liver Dice | tumor Dice | lesions ref / pred / detected |",
             "|---|---|---|---|",
         ]
-        for c in cases:
+        for c in sorted(cases, key=lambda c: case_order(c["case"])):
             lines.append(
                 f"| {c['case']} | {c['liver']['dice']:.4f} | {c['tumor']['dice']:.4f} | "
                 f"{c['lesions_ref']} / {c['lesions_pred']} / {c['lesions_detected']} |"

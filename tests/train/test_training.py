@@ -17,7 +17,7 @@ from litseg.runtime import Model, RunConfig, segment
 from litseg.train.data import Crop
 from litseg.train.evaluate import main as eval_main
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
-from litseg.train.model_card import card
+from litseg.train.model_card import card, case_order
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
 from litseg.train.trainer import (
@@ -333,3 +333,8 @@ def test_export_refuses_members_with_different_preprocessing(
     err = capsys.readouterr().err
     assert "other-window.pt has a different preprocessing spec" in err and "-100.0" in err
     assert not (tmp_path / "ens.onnx").exists()
+
+
+def test_model_card_lists_cases_in_numeric_order() -> None:
+    names = ["segmentation-10.nii.gz", "segmentation-2.nii.gz", "segmentation-0.nii.gz"]
+    assert sorted(names, key=case_order) == ["segmentation-0.nii.gz", "segmentation-2.nii.gz", "segmentation-10.nii.gz"]
