@@ -342,9 +342,11 @@ def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_m
     nz, ny, nx = labels.shape
     r2 = radius_mm * radius_mm
     for k in nb.prange(nz):
+        out[k] = labels[k]
+        if not (labels[k] == grow).any():  # most slices hold no tumor: nothing to search
+            continue
         for j in range(ny):
             for i in range(nx):
-                out[k, j, i] = labels[k, j, i]
                 if labels[k, j, i] != into:
                     continue
                 near = False
