@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,13 @@ def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | Non
     ref = np.asarray(read_nrrd(real_ct / "liver_seg.nrrd").array) > 0
     pred = np.asarray(result.labels.array) > 0
     return float(2 * (pred & ref).sum() / max(1, pred.sum() + ref.sum()))
+
+
+def hardware(histories: list[list[dict[str, Any]]]) -> str:
+    """The devices the epochs ran on, as ``litseg-train`` logged them, in order of first use; logs older
+    than the column say so rather than guess."""
+    logged = (str(row.get("hardware", "not recorded in the training log")) for rows in histories for row in rows)
+    return "; ".join(dict.fromkeys(logged))
 
 
 def case_order(name: str) -> tuple[str, int, str]:
@@ -90,7 +98,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         f"{training.get('batch_size')}, class weights capped at {training.get('weight_cap')}x the smallest, "
         f"rare-class boost {training.get('rare_class_boost')}, augmentation (intensity, noise, rotation, scale; "
         "no flips); learning rate and patch size per epoch in the table.",
-        f"- Hardware: CPU, 2 cores; {sum(r['seconds'] for h in histories for r in h) / 60:.0f} min of training"
+        f"- Hardware: {hardware(histories)}; {sum(r['seconds'] for h in histories for r in h) / 60:.0f} min of training"
         + (f" ({len(histories)} members)." if members else "."),
         *([f"- Schedule: {notes}"] if notes else []),
         "",

@@ -225,6 +225,15 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and bf16_native else None
 
 
+def hardware(device: torch.device, world: int) -> str:
+    """What an epoch ran on, for the log and the model card: e.g. ``2 x NVIDIA H100 80GB HBM3`` or
+    ``CPU, 2 threads`` (per process; ``2 processes x CPU, 1 threads`` under torchrun)."""
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    return f"{world} processes x {cpu}" if world > 1 else cpu
+
+
 def init_from(model: UNet, source: UNet) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape match into ``model`` (e.g. all but the head
     when the class count differs); returns the names left as initialised."""
@@ -353,6 +362,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
                 "patch": config.crop or spec.target_shape_yx[0],
                 "samples": len(loader) * config.batch_size * world,
                 "precision": str(precision or torch.float32).removeprefix("torch."),
+                "hardware": hardware(device, world),
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{f"val_dice_{name}": d for name, d in zip(spec.class_names, dice, strict=True)},

@@ -17,7 +17,7 @@ from litseg.runtime import Model, RunConfig, segment
 from litseg.train.data import Crop
 from litseg.train.evaluate import main as eval_main
 from litseg.train.losses import class_weights, compute_loss, weighted_bce, weighted_dice
-from litseg.train.model_card import card, case_order
+from litseg.train.model_card import card, case_order, hardware
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
 from litseg.train.trainer import (
@@ -171,6 +171,7 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = json.loads((tmp_path / "ddp" / "log.json").read_text())
     assert len(log) == 1 and np.isfinite(log[0]["train_loss"])
+    assert log[0]["hardware"] == "2 processes x CPU, 1 threads"
 
 
 def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_path: Path) -> None:
@@ -246,6 +247,7 @@ def test_mixed_precision_follows_the_device(tiny_set: Path, tmp_path: Path) -> N
         best = train(_tiny_config(tiny_set, out, epochs=1, amp=amp))
         row = json.loads((out / "log.json").read_text())[0]
         assert row["precision"] == expected and np.isfinite(row["train_loss"])
+        assert row["hardware"] == f"CPU, {torch.get_num_threads()} threads"
         # channels-last is a training-time layout: checkpoints hold plain contiguous fp32 tensors
         state = torch.load(best, map_location="cpu", weights_only=True)["model"]
         assert all(t.is_contiguous() and t.dtype == torch.float32 for t in state.values())
@@ -317,6 +319,7 @@ def test_export_of_several_checkpoints_is_the_mean_of_their_probabilities(
     text = card("liver-tumor", work, tmp_path / "ens.onnx")
     assert "ensemble of 2 2-D U-Nets" in text and "seeds [0, 1]" in text
     assert [line[:10] for line in text.splitlines() if line[:4] in ("| 1 ", "| 2 ")] == ["| 1 | 1 | ", "| 2 | 1 | "]
+    assert f"- Hardware: CPU, {torch.get_num_threads()} threads; " in text  # as the members' logs name it
 
 
 def test_export_refuses_members_with_different_preprocessing(
@@ -333,6 +336,13 @@ def test_export_refuses_members_with_different_preprocessing(
     err = capsys.readouterr().err
     assert "other-window.pt has a different preprocessing spec" in err and "-100.0" in err
     assert not (tmp_path / "ens.onnx").exists()
+
+
+def test_model_card_names_the_logged_hardware_and_never_guesses() -> None:
+    gpu = {"epoch": 1, "hardware": "1 x NVIDIA H100 80GB HBM3"}
+    cpu = {"epoch": 2, "hardware": "CPU, 2 threads"}
+    assert hardware([[gpu, cpu], [dict(cpu, epoch=1)]]) == "1 x NVIDIA H100 80GB HBM3; CPU, 2 threads"
+    assert hardware([[{"epoch": 1}], [gpu]]) == "not recorded in the training log; 1 x NVIDIA H100 80GB HBM3"
 
 
 def test_model_card_lists_cases_in_numeric_order() -> None:
