@@ -1,5 +1,5 @@
-"""Inference of the bundled liver-tumor model on 16 slices of 256x256: batched vs one slice per call,
-and (on a machine with a CUDA GPU, `make test-gpu` / `make bench`) GPU vs CPU."""
+"""Inference of the bundled liver-tumor model on 16 slices of 256x256: batched vs one slice per call, two
+test-time shifts vs one pass, and (on a machine with a CUDA GPU, `make test-gpu` / `make bench`) GPU vs CPU."""
 
 from __future__ import annotations
 
@@ -34,3 +34,16 @@ def test_bench_inference_gpu(benchmark, cpu_model: Model) -> None:  # type: igno
     gpu = Model(default_model_path(), device="gpu")
     out = benchmark(gpu.predict_volume, SLICES, 8)
     np.testing.assert_allclose(out, cpu_model.predict_volume(SLICES, 8), atol=1e-3)
+
+
+@pytest.mark.benchmark(group="inference 16x256x256 cpu: test-time shifts")
+def test_bench_inference_two_shifts(benchmark, cpu_model: Model) -> None:  # type: ignore[no-untyped-def]
+    # the bundled model's calibrated test-time augmentation: two passes, expected about 2x the baseline
+    out = benchmark(cpu_model.predict_volume, SLICES, 8, None, ((0, 0), (8, 8)))
+    assert out.shape == (16, 3, 256, 256)
+
+
+@pytest.mark.benchmark(group="inference 16x256x256 cpu: test-time shifts")
+def test_bench_inference_one_pass_baseline(benchmark, cpu_model: Model) -> None:  # type: ignore[no-untyped-def]
+    out = benchmark(cpu_model.predict_volume, SLICES, 8)
+    assert out.shape == (16, 3, 256, 256)

@@ -9,7 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from litseg.runtime.model import MAX_TUMOR_MARGIN_MM, POSTPROCESS_METADATA_KEY
+from litseg.runtime.model import (
+    INFERENCE_METADATA_KEY,
+    MAX_TTA_SHIFT_PX,
+    MAX_TUMOR_MARGIN_MM,
+    POSTPROCESS_METADATA_KEY,
+)
 from litseg.train.data import data_summary, patient_split, read_info
 from litseg.train.trainer import Checkpoint, TrainConfig, load_checkpoint
 
@@ -111,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="tumor margin calibrated on validation data, applied by litseg-run (litseg.postprocess)",
     )
+    parser.add_argument(
+        "--tta-shift-px",
+        type=int,
+        default=None,
+        help="test-time augmentation calibrated on validation data: litseg-run averages the unshifted pass and "
+        "one with the input moved by this many model-grid pixels in y and x (litseg.inference)",
+    )
     parser.add_argument("--metadata", default=None, help="JSON object of extra metadata (e.g. test metrics)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -124,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= args.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
             parser.error(f"--tumor-margin-mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {args.tumor_margin_mm}")
         extra[POSTPROCESS_METADATA_KEY] = json.dumps({"tumor_margin_mm": args.tumor_margin_mm})
+    if args.tta_shift_px is not None:
+        if not 1 <= args.tta_shift_px <= MAX_TTA_SHIFT_PX:
+            parser.error(f"--tta-shift-px must be 1 to {MAX_TTA_SHIFT_PX} pixels; got {args.tta_shift_px}")
+        shift = args.tta_shift_px
+        extra[INFERENCE_METADATA_KEY] = json.dumps({"tta_shifts_px": [[0, 0], [shift, shift]]})
     if args.metadata:
         extra.update(
             {

@@ -22,7 +22,7 @@ from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import LitsegError, ModelError, OutputError
-from .model import DEVICES, MAX_TUMOR_MARGIN_MM, Model, ModelInfo
+from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo
 from .nifti import write_nifti
 from .overlay import write_overlay
 from .postprocess import Measurements, clean_labels, drop_small_tumors, grow_tumors, measure
@@ -86,6 +86,9 @@ class RunConfig:
         Liver voxels within this distance (mm, in-plane) of a tumor become tumor (after the small-tumor
         filter); ``None`` uses the margin calibrated with the model (``litseg.postprocess``, 0 without
         one), 0 turns it off.
+    tta
+        Average the test-time shifts calibrated with the model (``litseg.inference``; one inference pass per
+        shift); ``False`` runs one unshifted pass (the lowest latency).
     series_uid
         SeriesInstanceUID to pick when the input holds several CT series.
     """
@@ -97,6 +100,7 @@ class RunConfig:
     min_tumor_ml: float = 0.0
     series_uid: str | None = None
     tumor_margin_mm: float | None = None
+    tta: bool = True
 
     def __post_init__(self) -> None:
         if not self.min_tumor_ml >= 0.0:
@@ -122,6 +126,7 @@ class SegmentationResult:
     measurements: Measurements
     timings_s: dict[str, float] = field(default_factory=dict)
     tumor_margin_mm: float = 0.0
+    tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
 
     def report(self) -> dict[str, Any]:
         """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
@@ -140,6 +145,7 @@ class SegmentationResult:
                 "classes": list(self.model.spec.class_names),
             },
             "tumor_margin_mm": self.tumor_margin_mm,
+            "tta_shifts_px": [list(s) for s in self.tta_shifts_px],
             "provider": self.provider,
             "liver_volume_ml": round(m.liver_volume_ml, 2),
             "tumor_count": m.tumor_count,
@@ -193,11 +199,13 @@ def segment(
         series = source if isinstance(source, DicomSeries) else read_series(source, config.series_uid)
     with timer.stage("preprocess"):
         model_input = preprocess(series.volume, model.spec)
+    shifts = model.info.tta_shifts_px if config.tta else NO_TTA
     with timer.stage("inference"):
         probs = model.predict_volume(
             model_input.image.array,  # type: ignore[arg-type]
             batch_size=config.batch_size,
             progress=(lambda done, total: progress("inference", done, total)) if progress else None,
+            shifts=shifts,
         )
     with timer.stage("postprocess"):
         labels = restore_labels(probs, model_input, series.volume)
@@ -208,7 +216,7 @@ def segment(
         margin = model.info.tumor_margin_mm if config.tumor_margin_mm is None else config.tumor_margin_mm
         labels = grow_tumors(labels, margin)
         measurements = measure(labels)
-    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings, margin)
+    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts)
 
 
 def write_results(

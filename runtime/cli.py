@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="relabel liver within this many mm (in-plane) of a tumor as tumor (default: the margin calibrated "
         "with the model, in its metadata; 0 turns it off)",
     )
+    parser.add_argument(
+        "--no-tta",
+        dest="tta",
+        action="store_false",
+        help="one inference pass instead of the test-time shifts calibrated with the model (faster; "
+        "a model without them runs one pass anyway)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -108,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_tumor_ml=args.min_tumor_ml,
             series_uid=args.series_uid,
             tumor_margin_mm=args.tumor_margin_mm,
+            tta=args.tta,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -2,7 +2,8 @@
 
 The model metadata contract (see docs/architecture.md): the ONNX ``metadata_props`` hold
 ``litseg.preprocess_spec`` (JSON :class:`~litseg.runtime.spec.PreprocessSpec`), ``litseg.model_name``
-and ``litseg.model_version``. One float32 input ``(batch, 1, h, w)``, one float32 output
+and ``litseg.model_version``; optionally ``litseg.postprocess`` and ``litseg.inference`` (settings
+calibrated on validation data). One float32 input ``(batch, 1, h, w)``, one float32 output
 ``(batch, classes, h, w)`` holding softmax probabilities.
 
 Providers: ``onnxruntime-gpu`` lists CUDA and TensorRT as *available* even on machines without a GPU,
@@ -36,6 +37,13 @@ VERSION_METADATA_KEY = "litseg.model_version"
 #: Optional JSON object of post-processing settings calibrated on validation data ({"tumor_margin_mm": 2.0}).
 POSTPROCESS_METADATA_KEY = "litseg.postprocess"
 MAX_TUMOR_MARGIN_MM = 20.0
+#: Optional JSON object of inference settings calibrated on validation data: in-plane shifts (pixels of the
+#: model grid, [dy, dx]) whose shifted-back probabilities are averaged (test-time augmentation),
+#: e.g. {"tta_shifts_px": [[0, 0], [8, 8]]}.
+INFERENCE_METADATA_KEY = "litseg.inference"
+MAX_TTA_SHIFTS = 8
+MAX_TTA_SHIFT_PX = 64
+NO_TTA: tuple[tuple[int, int], ...] = ((0, 0),)
 Device = Literal["auto", "gpu", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
 
@@ -51,6 +59,9 @@ class ModelInfo:
     metadata: dict[str, str]
     #: Tumor margin (mm) calibrated on validation data, from ``litseg.postprocess``; 0 when absent.
     tumor_margin_mm: float = 0.0
+    #: Test-time shifts ``(dy, dx)`` in model-grid pixels, from ``litseg.inference``; one unshifted pass
+    #: when absent.
+    tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
 
 
 def cuda_device_count() -> int:
@@ -128,7 +139,8 @@ def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     except (ValueError, TypeError) as exc:
         raise ModelError(f"model {path} has an invalid {SPEC_METADATA_KEY}: {exc}") from exc
     margin = _read_tumor_margin(meta.get(POSTPROCESS_METADATA_KEY), path)
-    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta, margin)
+    shifts = _read_tta_shifts(meta.get(INFERENCE_METADATA_KEY), path)
+    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta, margin, shifts)
 
 
 def _read_tumor_margin(raw: str | None, path: Path) -> float:
@@ -147,6 +159,56 @@ def _read_tumor_margin(raw: str | None, path: Path) -> float:
             f"expected 0 to {MAX_TUMOR_MARGIN_MM} mm"
         )
     return margin
+
+
+def check_tta_shifts(shifts: object) -> tuple[tuple[int, int], ...]:
+    """Validate test-time shifts: 1 to ``MAX_TTA_SHIFTS`` distinct ``[dy, dx]`` integer pairs, each within
+    ``MAX_TTA_SHIFT_PX``, one of them ``[0, 0]``; returns them as tuples or raises ``ValueError`` naming
+    what is wrong."""
+    if not isinstance(shifts, list | tuple) or not 1 <= len(shifts) <= MAX_TTA_SHIFTS:
+        raise ValueError(f"tta_shifts_px must be a list of 1 to {MAX_TTA_SHIFTS} [dy, dx] pairs; got {shifts!r}")
+    out = []
+    for pair in shifts:
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_TTA_SHIFT_PX for v in pair)
+        ):
+            raise ValueError(f"each tta shift must be [dy, dx], integers within +-{MAX_TTA_SHIFT_PX} px; got {pair!r}")
+        out.append((int(pair[0]), int(pair[1])))
+    if len(set(out)) != len(out):
+        raise ValueError(f"tta_shifts_px repeats a shift: {shifts!r}")
+    if (0, 0) not in out:
+        raise ValueError(f"tta_shifts_px must include [0, 0], the pass that sees every pixel; got {shifts!r}")
+    return tuple(out)
+
+
+def _read_tta_shifts(raw: str | None, path: Path) -> tuple[tuple[int, int], ...]:
+    if raw is None:
+        return NO_TTA
+    try:
+        loaded = json.loads(raw)
+        if not isinstance(loaded, dict):
+            raise ValueError("not a JSON object")
+        return check_tta_shifts(loaded.get("tta_shifts_px", [[0, 0]]))
+    except ValueError as exc:
+        raise ModelError(
+            f"model {path} has an invalid {INFERENCE_METADATA_KEY} {raw!r} ({exc}); "
+            'expected a JSON object such as {"tta_shifts_px": [[0, 0], [8, 8]]}'
+        ) from exc
+
+
+def _axis_slices(n: int, d: int) -> tuple[slice, slice]:
+    """(destination, source) slices that move ``n`` samples by ``d`` (content at i lands at i + d)."""
+    return (slice(d, n), slice(0, n - d)) if d >= 0 else (slice(0, n + d), slice(-d, n))
+
+
+def shift_slices(image: npt.NDArray[np.float32], dy: int, dx: int) -> npt.NDArray[np.float32]:
+    """``(n, h, w)`` moved by ``(dy, dx)`` pixels; uncovered pixels are 0 (the window's lower end: air)."""
+    out = np.zeros_like(image)
+    (ydst, ysrc), (xdst, xsrc) = _axis_slices(image.shape[1], dy), _axis_slices(image.shape[2], dx)
+    out[:, ydst, xdst] = image[:, ysrc, xsrc]
+    return out
 
 
 class Model:
@@ -217,15 +279,34 @@ class Model:
         image: npt.NDArray[np.float32],
         batch_size: int = 8,
         progress: Callable[[int, int], None] | None = None,
+        shifts: tuple[tuple[int, int], ...] = NO_TTA,
     ) -> npt.NDArray[np.float32]:
-        """Run every slice of ``(z, h, w)`` in batches; returns ``(z, classes, h, w)`` probabilities."""
+        """Run every slice of ``(z, h, w)`` in batches; returns ``(z, classes, h, w)`` probabilities.
+
+        With several ``shifts`` (test-time augmentation, e.g. :attr:`ModelInfo.tta_shifts_px`) each batch
+        runs once per shift ``(dy, dx)``: the input moved by it, the probabilities moved back, and each
+        pixel gets the mean of the passes that saw it (a 2-D U-Net's pooling grid makes its output depend
+        on where the anatomy falls; averaging smooths that out). Costs one inference per shift.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        nz = image.shape[0]
-        out = np.empty((nz, self.spec.num_classes, *image.shape[1:]), dtype=np.float32)
+        shifts = check_tta_shifts(shifts)
+        nz, ny, nx = image.shape
+        out = np.zeros((nz, self.spec.num_classes, ny, nx), dtype=np.float32)
+        seen = np.zeros((ny, nx), dtype=np.float32)
+        for dy, dx in shifts:
+            (ydst, ysrc), (xdst, xsrc) = _axis_slices(ny, dy), _axis_slices(nx, dx)
+            seen[ysrc, xsrc] += 1.0
         for start in range(0, nz, batch_size):
             stop = min(start + batch_size, nz)
-            out[start:stop] = self.predict(np.ascontiguousarray(image[start:stop, None], dtype=np.float32))
+            batch = np.asarray(image[start:stop], dtype=np.float32)
+            for dy, dx in shifts:
+                moved = batch if (dy, dx) == (0, 0) else shift_slices(batch, dy, dx)
+                probs = self.predict(np.ascontiguousarray(moved[:, None]))
+                (ydst, ysrc), (xdst, xsrc) = _axis_slices(ny, dy), _axis_slices(nx, dx)
+                out[start:stop, :, ysrc, xsrc] += probs[:, :, ydst, xdst]
             if progress is not None:
                 progress(stop, nz)
+        if len(shifts) > 1:
+            out /= seen  # >= 1 everywhere: the [0, 0] pass sees every pixel
         return out

@@ -84,6 +84,16 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
             if model.info.tumor_margin_mm
             else []
         ),
+        *(
+            [
+                f"- Test-time augmentation: litseg-run averages the probabilities of {len(model.info.tta_shifts_px)} "
+                f"passes with the input shifted by {[list(t) for t in model.info.tta_shifts_px]} pixels (y, x) and "
+                "shifted back, calibrated on validation phantoms (`litseg.inference` in the ONNX metadata; "
+                "`--no-tta` runs one pass at a fraction of the inference time)."
+            ]
+            if len(model.info.tta_shifts_px) > 1
+            else []
+        ),
         "",
         "## Training",
         f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"

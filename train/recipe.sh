@@ -26,8 +26,13 @@ MEMBERS=${MEMBERS:-1}
 # Chosen on the same 20 fresh phantoms from 0/1/2/3 mm: tumor Dice per case 0.604/0.621/0.631/0.626,
 # global 0.822/0.845/0.859/0.854.
 TUMOR_MARGIN_MM=${TUMOR_MARGIN_MM:-2}
+# Test-time augmentation of the liver-tumor model: litseg-run averages the unshifted pass and one with the
+# 256x256 input moved by this many pixels in y and x (the U-Net's 16-pixel pooling grid makes its output
+# depend on where a lesion falls). On the same 20 fresh phantoms, with the 2 mm margin: tumor Dice per case
+# 0.631 -> 0.640 (4 shifts: 0.641), lesion recall 0.385 -> 0.404; twice the inference time. 0 turns it off.
+TTA_SHIFT_PX=${TTA_SHIFT_PX:-8}
 THREADS=${THREADS:-2}
-VERSION=${VERSION:-0.3.0}
+VERSION=${VERSION:-0.4.0}
 MODELS=${MODELS:-runtime/models}
 # Patch training (nnU-Net style): 160x160 patches cost a quarter of a whole 256x256 slice per step, and
 # two thirds of them are centred on the rarest class the slice shows (tumor, else liver), so the tumor
@@ -101,10 +106,14 @@ notes() {  # task
 }
 for task in liver-tumor liver; do
   checkpoints=("$WORK/run-$task/checkpoint-best.pt")
-  margin=()
-  [ "$task" = liver-tumor ] && checkpoints=("${members[@]}") && margin=(--tumor-margin-mm "$TUMOR_MARGIN_MM")
+  calibrated=()
+  if [ "$task" = liver-tumor ]; then
+    checkpoints=("${members[@]}")
+    calibrated=(--tumor-margin-mm "$TUMOR_MARGIN_MM")
+    [ "$TTA_SHIFT_PX" -gt 0 ] && calibrated+=(--tta-shift-px "$TTA_SHIFT_PX")
+  fi
   "$BIN/litseg-export" "${checkpoints[@]}" --out "$MODELS/$task.onnx" --version "$VERSION" \
-    --name "litseg-$task-phantom" "${margin[@]}"
+    --name "litseg-$task-phantom" "${calibrated[@]}"
   pred="$WORK/pred-$task"
   mkdir -p "$pred"
   for dir in "$WORK"/test/dicom/case-*; do

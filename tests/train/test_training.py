@@ -106,11 +106,14 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
     scores = [np.nanmean([r["val_dice_liver"], r["val_dice_tumor"]]) for r in log]
     assert load_checkpoint(best).epoch == 1 + int(np.argmax(scores))  # the best of the whole run, resumed or not
     onnx_path = tmp_path / "model.onnx"
-    flags = ["--version", "9.9.9", "--fp16", "--tumor-margin-mm", "1.5"]
+    flags = ["--version", "9.9.9", "--fp16", "--tumor-margin-mm", "1.5", "--tta-shift-px", "8"]
     assert export_main([str(best), "--out", str(onnx_path), *flags]) == 0
     model = Model(onnx_path, device="cpu")
     assert model.info.version == "9.9.9" and model.spec.task == "liver-tumor"
-    assert model.info.tumor_margin_mm == 1.5
+    assert model.info.tumor_margin_mm == 1.5 and model.info.tta_shifts_px == ((0, 0), (8, 8))
+    with pytest.raises(SystemExit) as usage:  # argparse: exit 2 with the message on stderr
+        export_main([str(best), "--out", str(tmp_path / "bad.onnx"), "--tta-shift-px", "65"])
+    assert usage.value.code == 2 and not (tmp_path / "bad.onnx").exists()
     assert "val_dice_liver" in model.info.metadata["litseg.validation_metrics"]
     data = json.loads(model.info.metadata["litseg.training_data"])
     assert data["file"] == "set.h5" and data["task"] == "liver-tumor"
