@@ -293,17 +293,17 @@ class Model:
         shifts = check_tta_shifts(shifts)
         nz, ny, nx = image.shape
         out = np.zeros((nz, self.spec.num_classes, ny, nx), dtype=np.float32)
+        # per shift: where the moved input's pixels are (dst) and where they came from (src), in y and x
+        moves = [((dy, dx), _axis_slices(ny, dy), _axis_slices(nx, dx)) for dy, dx in shifts]
         seen = np.zeros((ny, nx), dtype=np.float32)
-        for dy, dx in shifts:
-            (ydst, ysrc), (xdst, xsrc) = _axis_slices(ny, dy), _axis_slices(nx, dx)
+        for _, (_, ysrc), (_, xsrc) in moves:
             seen[ysrc, xsrc] += 1.0
         for start in range(0, nz, batch_size):
             stop = min(start + batch_size, nz)
             batch = np.asarray(image[start:stop], dtype=np.float32)
-            for dy, dx in shifts:
+            for (dy, dx), (ydst, ysrc), (xdst, xsrc) in moves:
                 moved = batch if (dy, dx) == (0, 0) else shift_slices(batch, dy, dx)
                 probs = self.predict(np.ascontiguousarray(moved[:, None]))
-                (ydst, ysrc), (xdst, xsrc) = _axis_slices(ny, dy), _axis_slices(nx, dx)
                 out[start:stop, :, ysrc, xsrc] += probs[:, :, ydst, xdst]
             if progress is not None:
                 progress(stop, nz)

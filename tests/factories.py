@@ -244,3 +244,13 @@ def make_intensity_model(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def with_metadata(path: Path, key: str, value: str) -> Path:
+    """Add one ``key: value`` entry to an ONNX model's metadata in place (e.g. calibrated settings); returns
+    the path."""
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path

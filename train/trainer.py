@@ -326,6 +326,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     weights = weights.to(device)
     best = resumed_best  # a resumed run replaces the best checkpoint only with a better epoch
     best_path = out / "checkpoint-best.pt"
+    ran_on = hardware(device, world)
     for epoch in range(start_epoch, config.epochs):
         train_set.epoch = epoch
         if world > 1:
@@ -362,7 +363,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
                 "patch": config.crop or spec.target_shape_yx[0],
                 "samples": len(loader) * config.batch_size * world,
                 "precision": str(precision or torch.float32).removeprefix("torch."),
-                "hardware": hardware(device, world),
+                "hardware": ran_on,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{f"val_dice_{name}": d for name, d in zip(spec.class_names, dice, strict=True)},

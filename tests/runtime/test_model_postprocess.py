@@ -11,7 +11,7 @@ from litseg.runtime.model import Model, choose_providers, cuda_device_count
 from litseg.runtime.postprocess import clean_labels, drop_small_tumors, grow_tumors, measure
 from litseg.runtime.spec import PreprocessSpec
 from litseg.runtime.volume import Volume
-from tests.factories import make_intensity_model
+from tests.factories import make_intensity_model, with_metadata
 
 
 def test_model_reads_spec_and_runs_on_cpu(tumor_model: Path) -> None:
@@ -133,16 +133,6 @@ def test_min_tumor_ml_reaches_the_result(tumor_model: Path) -> None:
         RunConfig(min_tumor_ml=-1.0)
 
 
-def _with_postprocess(path: Path, value: str) -> Path:
-    import onnx
-
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "litseg.postprocess", value
-    onnx.save(proto, str(path))
-    return path
-
-
 def test_grow_label_matches_a_brute_force_reference() -> None:
     rng = np.random.default_rng(3)
     labels = np.zeros((4, 30, 40), np.uint8)
@@ -182,7 +172,9 @@ def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path)
 
     plain = make_intensity_model(tmp_path / "plain.onnx")
     # 4 mm pixels in make_series: a 5 mm margin grows the tumor by one pixel
-    calibrated = _with_postprocess(make_intensity_model(tmp_path / "cal.onnx"), '{"tumor_margin_mm": 5.0}')
+    calibrated = with_metadata(
+        make_intensity_model(tmp_path / "cal.onnx"), "litseg.postprocess", '{"tumor_margin_mm": 5.0}'
+    )
     assert Model(calibrated, device="cpu").info.tumor_margin_mm == 5.0
     assert Model(plain, device="cpu").info.tumor_margin_mm == 0.0
     datasets = make_series()
@@ -206,6 +198,6 @@ def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path)
     ],
 )
 def test_invalid_postprocess_metadata_is_refused(tmp_path: Path, value: str, message: str) -> None:
-    path = _with_postprocess(make_intensity_model(tmp_path / "m.onnx"), value)
+    path = with_metadata(make_intensity_model(tmp_path / "m.onnx"), "litseg.postprocess", value)
     with pytest.raises(ModelError, match=message):
         Model(path, device="cpu")

@@ -10,17 +10,7 @@ import pytest
 from litseg.runtime import Model, RunConfig, default_model_path, segment
 from litseg.runtime.errors import ModelError
 from litseg.runtime.model import check_tta_shifts, shift_slices
-from tests.factories import make_intensity_model, make_series
-
-
-def _with_inference(path: Path, value: str) -> Path:
-    import onnx
-
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "litseg.inference", value
-    onnx.save(proto, str(path))
-    return path
+from tests.factories import make_intensity_model, make_series, with_metadata
 
 
 def test_shift_slices_moves_content_by_dy_dx_and_fills_air() -> None:
@@ -54,7 +44,9 @@ def test_tta_is_the_mean_of_the_shifted_back_passes_of_the_bundled_unet() -> Non
 
 def test_tta_shifts_come_from_the_model_and_can_be_turned_off(tmp_path: Path) -> None:
     plain = make_intensity_model(tmp_path / "plain.onnx")
-    calibrated = _with_inference(make_intensity_model(tmp_path / "cal.onnx"), '{"tta_shifts_px": [[0, 0], [8, 8]]}')
+    calibrated = with_metadata(
+        make_intensity_model(tmp_path / "cal.onnx"), "litseg.inference", '{"tta_shifts_px": [[0, 0], [8, 8]]}'
+    )
     assert Model(calibrated, device="cpu").info.tta_shifts_px == ((0, 0), (8, 8))
     assert Model(plain, device="cpu").info.tta_shifts_px == ((0, 0),)
     datasets = make_series()
@@ -79,7 +71,7 @@ def test_tta_shifts_come_from_the_model_and_can_be_turned_off(tmp_path: Path) ->
     ],
 )
 def test_invalid_inference_metadata_is_refused(tmp_path: Path, value: str, message: str) -> None:
-    path = _with_inference(make_intensity_model(tmp_path / "m.onnx"), value)
+    path = with_metadata(make_intensity_model(tmp_path / "m.onnx"), "litseg.inference", value)
     with pytest.raises(ModelError, match=message):
         Model(path, device="cpu")
 
@@ -96,7 +88,9 @@ def test_cli_no_tta_runs_one_pass(tmp_path: Path, capsys: pytest.CaptureFixture[
     from litseg.runtime.cli import main
     from tests.factories import write_series
 
-    calibrated = _with_inference(make_intensity_model(tmp_path / "cal.onnx"), '{"tta_shifts_px": [[0, 0], [8, 8]]}')
+    calibrated = with_metadata(
+        make_intensity_model(tmp_path / "cal.onnx"), "litseg.inference", '{"tta_shifts_px": [[0, 0], [8, 8]]}'
+    )
     write_series(make_series(), tmp_path / "in")
     for flags, expected in (([], [[0, 0], [8, 8]]), (["--no-tta"], [[0, 0]])):
         out = tmp_path / f"out{len(flags)}"
