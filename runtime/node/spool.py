@@ -1,0 +1,307 @@
+"""The node's on-disk spool: every received instance and every result lives here until it is safe to drop.
+
+Layout (each state is a folder; a series moves between states by one ``os.replace`` of its folder, so a
+``kill -9`` at any moment leaves every series in exactly one state)::
+
+    <spool>/tmp/                                    partial writes; emptied at start
+    <spool>/incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm    series being received
+    <spool>/queue/<job>/instances/<SOPInstanceUID>.dcm              complete series waiting for a worker
+    <spool>/queue/<job>/segmentation.dcm + report.json              its result (report.json written last)
+    <spool>/outbox/<job>/segmentation.dcm + report.json             results awaiting the peer's acknowledgement
+    <spool>/done/<job>/summary.json                                 finished series (instances removed)
+    <spool>/failed/<job>/instances/... + error.json                 series that could not be segmented
+
+``<job>`` is ``<closing time in ns, 20 digits>-<SeriesInstanceUID>``, so names sort in arrival order.
+Every file is written to ``tmp/``, flushed with ``fsync`` and renamed into place: a reader never sees
+half a file. Recovery (:meth:`Spool.open`): ``incoming/`` series resume their idle clock, ``queue/`` jobs
+with a result are finished without being redone, the others are segmented again, ``outbox/`` results
+are delivered again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+
+log = logging.getLogger(__name__)
+
+STATES = ("tmp", "incoming", "queue", "outbox", "done", "failed")
+SEG_FILE = "segmentation.dcm"
+REPORT_FILE = "report.json"
+SUMMARY_FILE = "summary.json"
+ERROR_FILE = "error.json"
+INSTANCES = "instances"
+#: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; also what makes it a safe file name.
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: Finished series whose summaries are kept for ``--status``.
+KEEP_DONE = 1000
+
+
+class SpoolFullError(Exception):
+    """Storing would exceed the spool size limit (the C-STORE answer is 0xA700, out of resources)."""
+
+
+def is_uid(value: str) -> bool:
+    return len(value) <= 64 and bool(_UID.match(value))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    study_uid: str
+    series_uid: str
+
+
+class Spool:
+    """The spool folder and its state changes; thread-safe (one lock around every state change).
+
+    Parameters
+    ----------
+    root
+        Spool folder (created if absent).
+    max_bytes
+        Size limit of everything in the spool; 0 = none.
+    """
+
+    def __init__(self, root: Path, max_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._lock = threading.RLock()
+        self._last_seen: dict[SeriesKey, float] = {}
+        self._used = 0
+
+    # ----- start-up and recovery --------------------------------------------------------------------
+    def open(self) -> dict[str, int]:
+        """Create the layout and recover from whatever a crash left; returns counts per state."""
+        try:
+            for state in STATES:
+                (self.root / state).mkdir(parents=True, exist_ok=True)
+            probe = self.root / "tmp" / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(f"the spool {self.root} is not writable: {exc}; pass a writable --spool") from exc
+        with self._lock:
+            for leftover in (self.root / "tmp").iterdir():  # a write cut short by a crash
+                _remove(leftover)
+            for job in self._jobs("queue"):
+                if not (job / INSTANCES).is_dir() and not (job / REPORT_FILE).is_file():
+                    _remove(job)  # crash between creating the job folder and moving the series into it
+            for state in ("outbox", "done"):
+                for job in self._jobs(state):
+                    _remove(job / INSTANCES)  # crash between finishing a job and dropping its instances
+            for job in self._jobs("done"):
+                _remove(job / SEG_FILE)
+            now = time.monotonic()
+            for study in (self.root / "incoming").iterdir():
+                for series in study.iterdir() if study.is_dir() else ():
+                    self._last_seen[SeriesKey(study.name, series.name)] = now  # idle clock restarts now
+            self._used = _tree_bytes(self.root)
+            counts = {state: len(self._jobs(state)) for state in ("queue", "outbox", "done", "failed")}
+            counts["incoming"] = len(self._last_seen)
+        return counts
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    # ----- receiving --------------------------------------------------------------------------------
+    def store(self, key: SeriesKey, sop_uid: str, data: bytes) -> Path:
+        """Write one received instance durably; returns its path.
+
+        Raises
+        ------
+        ValueError
+            A UID is not a valid DICOM UID.
+        SpoolFullError
+            The spool limit would be exceeded.
+        OSError
+            The disk refused the write.
+        """
+        for name, uid in (("StudyInstanceUID", key.study_uid), ("SeriesInstanceUID", key.series_uid), ("SOP", sop_uid)):
+            if not is_uid(uid):
+                raise ValueError(f"{name} {uid!r} is not a valid DICOM UID")
+        with self._lock:
+            if self.max_bytes and self._used + len(data) > self.max_bytes:
+                raise SpoolFullError(
+                    f"spool holds {self._used / 2**20:.1f} MiB of {self.max_bytes / 2**20:.1f} MiB; "
+                    f"an instance of {len(data) / 2**20:.2f} MiB does not fit"
+                )
+            self._used += len(data)  # reserved now, so concurrent stores cannot overshoot together
+        try:
+            tmp = self._write_tmp(data)
+            with self._lock:
+                folder = self.root / "incoming" / key.study_uid / key.series_uid
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{sop_uid}.dcm"
+                replaced = path.stat().st_size if path.exists() else 0  # the sender resent an instance
+                os.replace(tmp, path)
+                self._used -= replaced
+                self._last_seen[key] = time.monotonic()
+            _fsync_dir(folder)
+        except BaseException:
+            with self._lock:
+                self._used -= len(data)
+            raise
+        return path
+
+    def _write_tmp(self, data: bytes) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name)
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Atomically (re)place ``path`` inside the spool with ``data``."""
+        tmp = self._write_tmp(data)
+        with self._lock:
+            old = path.stat().st_size if path.exists() else 0
+            os.replace(tmp, path)
+            self._used += len(data) - old
+
+    def write_json(self, path: Path, content: Mapping[str, Any]) -> None:
+        self.write_file(path, (json.dumps(content, indent=2) + "\n").encode("utf-8"))
+
+    # ----- complete series -> queue -------------------------------------------------------------------
+    def idle_series(self, idle_seconds: float) -> list[SeriesKey]:
+        """Series in ``incoming/`` without a new instance for ``idle_seconds``, oldest first."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [(t, k) for k, t in self._last_seen.items() if now - t >= idle_seconds]
+        return [k for _, k in sorted(idle, key=lambda item: item[0])]
+
+    def close_series(self, key: SeriesKey) -> str:
+        """Move a complete series from ``incoming/`` to ``queue/``; returns the job name."""
+        with self._lock:
+            job = f"{time.time_ns():020d}-{key.series_uid}"
+            src = self.root / "incoming" / key.study_uid / key.series_uid
+            dst = self.root / "queue" / job
+            dst.mkdir()
+            os.replace(src, dst / INSTANCES)
+            del self._last_seen[key]
+            with contextlib.suppress(OSError):
+                src.parent.rmdir()  # the study folder, when this was its last series
+        _fsync_dir(self.root / "queue")
+        return job
+
+    # ----- jobs ---------------------------------------------------------------------------------------
+    def _jobs(self, state: str) -> list[Path]:
+        folder = self.root / state
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def jobs(self, state: str) -> list[str]:
+        """Job names in ``state`` (``queue``, ``outbox``, ``done``, ``failed``), oldest first."""
+        return [p.name for p in self._jobs(state)]
+
+    def path(self, state: str, job: str) -> Path:
+        return self.root / state / job
+
+    def instances(self, job: str) -> list[Path]:
+        return sorted((self.root / "queue" / job / INSTANCES).glob("*.dcm"))
+
+    def has_result(self, job: str) -> bool:
+        return (self.root / "queue" / job / REPORT_FILE).is_file()
+
+    def write_result(self, job: str, seg: bytes, report: Mapping[str, Any]) -> None:
+        """Keep a job's SEG and report in ``queue/<job>``; the report, written last, marks it complete."""
+        folder = self.root / "queue" / job
+        self.write_file(folder / SEG_FILE, seg)
+        self.write_json(folder / REPORT_FILE, report)
+
+    def finish(self, job: str, deliver: bool, summary: Mapping[str, Any] | None = None) -> None:
+        """Move a job with its result to ``outbox/`` (to deliver) or ``done/``, then drop its instances."""
+        src = self.root / "queue" / job
+        if not deliver:
+            self.write_json(src / SUMMARY_FILE, summary or {})
+        dst = self.root / ("outbox" if deliver else "done") / job
+        with self._lock:
+            os.replace(src, dst)
+        self._drop(dst / INSTANCES)
+        if not deliver:
+            self._drop(dst / SEG_FILE)
+
+    def fail(self, job: str, error: Mapping[str, Any]) -> None:
+        """Move a job that could not be segmented to ``failed/`` with its error; its instances are kept."""
+        src = self.root / "queue" / job
+        self.write_json(src / ERROR_FILE, error)
+        with self._lock:
+            os.replace(src, self.root / "failed" / job)
+
+    def delivered(self, job: str, summary: Mapping[str, Any]) -> None:
+        """The peer acknowledged the SEG of ``job``: record the summary, move it to ``done/``."""
+        src = self.root / "outbox" / job
+        self.write_json(src / SUMMARY_FILE, summary)
+        with self._lock:
+            os.replace(src, self.root / "done" / job)
+        self._drop(self.root / "done" / job / SEG_FILE)
+
+    def prune_done(self, keep: int = KEEP_DONE) -> None:
+        for job in self._jobs("done")[:-keep]:
+            self._drop(job)
+
+    def _drop(self, path: Path) -> None:
+        size = _tree_bytes(path) if path.is_dir() else (path.stat().st_size if path.exists() else 0)
+        _remove(path)
+        with self._lock:
+            self._used -= size
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the spool, or ``{}`` when it is missing or unreadable."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def iter_incoming(root: Path) -> Iterator[tuple[SeriesKey, int]]:
+    """Series being received (study, series) and their instance counts, read from the disk alone."""
+    incoming = Path(root) / "incoming"
+    for study in sorted(incoming.iterdir()) if incoming.is_dir() else ():
+        for series in sorted(study.iterdir()) if study.is_dir() else ():
+            yield SeriesKey(study.name, series.name), sum(1 for _ in series.glob("*.dcm"))
