@@ -6,11 +6,16 @@ it. Every other storage SOP class is negotiated with the uncompressed transfer s
 C-STORE can be refused with a DICOM status (0x0122, SOP class not supported) instead of a bare
 association-level refusal; nothing of it is stored. Handlers never raise: an error is logged and
 answered with a failure status (pynetdicom's rule: a callback's error is never fatal).
+
+For tests only: the environment variable ``LITSEG_NODE_TEST_STORE_DELAY_S`` makes the C-STORE handler
+wait that many seconds after spooling an instance, so a test can kill the node during an association.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
@@ -26,6 +31,7 @@ from .spool import SeriesKey, Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
 
+TEST_DELAY_ENV = "LITSEG_NODE_TEST_STORE_DELAY_S"
 STATUS_SUCCESS = 0x0000
 #: PS3.7 C.4.2.1.4 / PS3.4 B.2.3: refused, SOP class not supported.
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -113,6 +119,7 @@ class StoreHandler:
         self.spool = spool
         self.log_phi = log_phi
         self.counters = ReceiveCounters()
+        self._delay_s = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
 
     def __call__(self, event: evt.Event) -> int:
         try:
@@ -155,6 +162,8 @@ class StoreHandler:
             log.error("cannot spool C-STORE %s of series %s: %s (0xA700)", sop_uid, key.series_uid, exc)
             return STATUS_OUT_OF_RESOURCES
         self.counters.add("stored")
+        if self._delay_s > 0:
+            time.sleep(self._delay_s)
         if self.log_phi:
             log.debug(
                 "stored %s of series %s (patient %s, accession %s)",

@@ -11,6 +11,10 @@ Layout (each state is a folder; a series moves between states by one ``os.replac
     <spool>/done/<job>/summary.json                                 finished series (instances removed)
     <spool>/failed/<job>/instances/... + error.json                 series that could not be segmented
 
+A series some of whose instances were refused because the spool was full carries a ``.refused`` marker:
+it is incomplete, so it is not segmented (that would give a SEG of part of a series); it moves to
+``failed/`` with the reason and its instances are dropped to free the space.
+
 ``<job>`` is ``<closing time in ns, 20 digits>-<SeriesInstanceUID>``, so names sort in arrival order.
 Every file is written to ``tmp/``, flushed with ``fsync`` and renamed into place: a reader never sees
 half a file. Recovery (:meth:`Spool.open`): ``incoming/`` series resume their idle clock, ``queue/`` jobs
@@ -44,6 +48,8 @@ REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.json"
 INSTANCES = "instances"
+#: In a series folder: how many of its instances were refused because the spool was full.
+REFUSED_FILE = ".refused"
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; also what makes it a safe file name.
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: Finished series whose summaries are kept for ``--status``.
@@ -154,6 +160,7 @@ class Spool:
                 raise ValueError(f"{name} {uid!r} is not a valid DICOM UID")
         with self._lock:
             if self.max_bytes and self._used + len(data) > self.max_bytes:
+                self._mark_refused(key)
                 raise SpoolFullError(
                     f"spool holds {self._used / 2**20:.1f} MiB of {self.max_bytes / 2**20:.1f} MiB; "
                     f"an instance of {len(data) / 2**20:.2f} MiB does not fit"
@@ -175,6 +182,27 @@ class Spool:
                 self._used -= len(data)
             raise
         return path
+
+    def _mark_refused(self, key: SeriesKey) -> None:
+        """Count a refused instance in the series folder (caller holds the lock); the series still closes
+        after its idle time, so the refusal is recorded in ``failed/`` rather than forgotten."""
+        folder = self.root / "incoming" / key.study_uid / key.series_uid
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / REFUSED_FILE
+            count = int(marker.read_text() or 0) if marker.exists() else 0
+            marker.write_text(str(count + 1))
+        except (OSError, ValueError) as exc:
+            log.error("cannot record a refused instance of series %s: %s", key.series_uid, exc)
+            return
+        self._last_seen[key] = time.monotonic()
+
+    def refused(self, job: str) -> int:
+        """Instances of a queued job's series that were refused for lack of space (0 when none)."""
+        try:
+            return int((self.root / "queue" / job / INSTANCES / REFUSED_FILE).read_text() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def _write_tmp(self, data: bytes) -> Path:
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
@@ -257,12 +285,15 @@ class Spool:
         if not deliver:
             self._drop(dst / SEG_FILE)
 
-    def fail(self, job: str, error: Mapping[str, Any]) -> None:
-        """Move a job that could not be segmented to ``failed/`` with its error; its instances are kept."""
+    def fail(self, job: str, error: Mapping[str, Any], keep_instances: bool = True) -> None:
+        """Move a job that could not be segmented to ``failed/`` with its error; its instances are kept
+        (for inspection, or to move the job back to ``queue/``) unless ``keep_instances`` is false."""
         src = self.root / "queue" / job
         self.write_json(src / ERROR_FILE, error)
         with self._lock:
             os.replace(src, self.root / "failed" / job)
+        if not keep_instances:
+            self._drop(self.root / "failed" / job / INSTANCES)
 
     def delivered(self, job: str, summary: Mapping[str, Any]) -> None:
         """The peer acknowledged the SEG of ``job``: record the summary, move it to ``done/``."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import OUTPUT_FILES, write_results
-from ..errors import EXIT_INTERNAL
+from ..errors import EXIT_INTERNAL, InputError
 from ..segmenter import Segmenter
 from .config import NodeConfig
 from .series_queue import SeriesQueue
@@ -94,6 +94,14 @@ class Worker:
             self._finish(job, read_json(folder / REPORT_FILE))
             return
         paths = self.spool.instances(job)
+        refused = self.spool.refused(job)
+        if refused:
+            incomplete = InputError(
+                f"{refused} instance(s) of this series were refused while the spool was full (0xA700), so it is "
+                "incomplete and was not segmented; its instances were dropped to free the spool: resend the series"
+            )
+            self._fail(job, len(paths), incomplete, keep_instances=False)
+            return
         log.info("series %s: segmenting %d instances", series_uid_of(job), len(paths))
         try:
             seg_bytes, report = self._segment(paths)
@@ -136,7 +144,7 @@ class Worker:
         self.spool.finish(job, deliver=False, summary=summary)
         log.info(format_series_line(summary))
 
-    def _fail(self, job: str, instances: int, exc: Exception) -> None:
+    def _fail(self, job: str, instances: int, exc: Exception, keep_instances: bool = True) -> None:
         error = {
             "type": type(exc).__name__,
             "message": str(exc),
@@ -145,7 +153,7 @@ class Worker:
         }
         if not hasattr(exc, "exit_code"):  # not a LitsegError: a bug or a resource problem; keep the trace
             log.error("series %s: unexpected error", series_uid_of(job), exc_info=exc)
-        self.spool.fail(job, error)
+        self.spool.fail(job, error, keep_instances)
         summary = {"job": job, "series_instance_uid": series_uid_of(job), "instances": instances, "state": "failed"}
         log.warning(format_series_line({**summary, "error": error}))
 
