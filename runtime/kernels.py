@@ -1,9 +1,18 @@
 """Numba kernels behind typed wrappers.
 
-The ``_..._kernel`` functions are jitted (cached on disk, parallel over slices where that pays); the
-public wrappers check dtype, shape and contiguity so that a kernel never sees an array it was not
-written for. These are the only preprocessing primitives: the training-set builder and inference both
-call them, so there is no train/serve skew.
+The ``_..._kernel`` functions are jitted lazily (each compiles on its first call, for the dtypes a run
+uses) and release the GIL; the public wrappers check dtype, shape and contiguity so that a kernel never
+sees an array it was not written for, and split the slices over a few threads (:func:`over_slices`).
+There is no numba ``parallel=True`` here on purpose: parallel kernels take several seconds each to
+compile on a fresh install, and numba's ``workqueue`` threading layer aborts the process when two
+threads enter parallel regions at once; plain threads over GIL-free kernels are as fast on a few cores,
+compile in a fraction of the time and are safe from any number of caller threads. These are the only
+preprocessing primitives: the training-set builder and inference both call them, so there is no
+train/serve skew.
+
+Compiled code is cached on disk where numba can write (next to the package, else the user cache
+folder, or ``NUMBA_CACHE_DIR``); on a read-only install with no writable home the kernels still work,
+compiled in memory per process (:func:`jit`).
 
 Resampling follows the pixel-centre convention (OpenCV, PIL, torch ``align_corners=False``): output
 pixel ``o`` samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5``. When shrinking, the triangle
@@ -13,11 +22,66 @@ down-sampled CT does not alias its noise.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numba as nb
 import numpy as np
 import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Below this many output voxels per call a kernel runs on the calling thread only.
+MIN_PARALLEL_VOXELS = 1 << 18
+
+
+def jit(fn: F) -> F:
+    """``numba.njit(nogil=True)`` with an on-disk cache when one can be written, else without one.
+
+    numba raises "cannot cache function ... no locator available" at decoration time when neither the
+    package folder, the user cache folder nor ``NUMBA_CACHE_DIR`` is writable (a read-only container
+    with no home); litseg must still run there, compiling in memory.
+    """
+    try:
+        return nb.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
+    except RuntimeError as exc:
+        log.debug("numba cache unavailable for %s (%s); compiling in memory", fn.__name__, exc)
+        return nb.njit(cache=False, nogil=True)(fn)  # type: ignore[no-any-return]
+
+
+def worker_threads() -> int:
+    """Threads for the kernels: ``LITSEG_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("LITSEG_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def over_slices(run: Callable[[int, int], object], n: int, voxels_per_item: int) -> None:
+    """Call ``run(start, stop)`` on contiguous chunks of ``range(n)``, one chunk per worker thread.
+
+    The kernels release the GIL, so the chunks run in parallel; small jobs stay on the calling thread.
+    Each call owns its threads: nothing is shared between callers, so any number of threads may call.
+    """
+    threads = min(worker_threads(), n, max(1, (n * voxels_per_item) // MIN_PARALLEL_VOXELS))
+    if threads <= 1:
+        run(0, n)
+        return
+    bounds = np.linspace(0, n, threads + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="litseg-kernel") as pool:
+        futures = [pool.submit(run, int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+        for future in futures:
+            future.result()  # re-raises a kernel's error in the caller
 
 
 def _require(array: npt.NDArray[np.generic], name: str, ndim: int, dtypes: tuple[type, ...]) -> None:
@@ -33,22 +97,6 @@ def _require(array: npt.NDArray[np.generic], name: str, ndim: int, dtypes: tuple
 
 
 # ----- reorientation -------------------------------------------------------------------------------
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _reorient_kernel(src, dst, transpose, flip_z, flip_y, flip_x):  # type: ignore[no-untyped-def]
-    nz, ny, nx = dst.shape
-    for zp in nb.prange(nz):
-        z = np.int64(zp)  # prange indices are unsigned; keep index arithmetic signed
-        sz = nz - 1 - z if flip_z else z
-        for y in range(ny):
-            yy = ny - 1 - y if flip_y else y
-            for x in range(nx):
-                xx = nx - 1 - x if flip_x else x
-                if transpose:
-                    dst[z, y, x] = src[sz, xx, yy]
-                else:
-                    dst[z, y, x] = src[sz, yy, xx]
-
-
 REORIENT_DTYPES: tuple[type, ...] = (np.float32, np.int16, np.uint8, np.uint16, np.int32, np.float64)
 
 
@@ -57,14 +105,13 @@ def reorient(
 ) -> npt.NDArray[np.generic]:
     """Transpose rows/columns (first, if asked), then flip the given axes of a ``(z, y, x)`` array.
 
-    Returns a new C-contiguous array of the same dtype; shape ``(z, x, y)`` when transposed.
+    Returns a new C-contiguous array of the same dtype; shape ``(z, x, y)`` when transposed. (A strided
+    numpy copy: memory-bound, no kernel to compile.)
     """
     _require(array, "array", 3, REORIENT_DTYPES)
-    nz, ny, nx = array.shape
-    out_shape = (nz, nx, ny) if transpose else (nz, ny, nx)
-    out = np.empty(out_shape, dtype=array.dtype)
-    _reorient_kernel(array, out, transpose, flip_z, flip_y, flip_x)
-    return out
+    view = array.transpose(0, 2, 1) if transpose else array
+    view = view[:: -1 if flip_z else 1, :: -1 if flip_y else 1, :: -1 if flip_x else 1]
+    return np.ascontiguousarray(view)
 
 
 # ----- resampling ----------------------------------------------------------------------------------
@@ -94,14 +141,14 @@ def resample_weights(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.
     return starts, weights.astype(np.float32)
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _resample_kernel(src, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
-    nz, ny_in, _ = src.shape
+@jit
+def _resample_kernel(src, dst, ys, yw, xs, xw, z0, z1):  # type: ignore[no-untyped-def]
+    _, ny_in, _ = src.shape
     _, ny, nx = dst.shape
     ty = yw.shape[1]
     tx = xw.shape[1]
-    for z in nb.prange(nz):
-        rows = np.empty((ny_in, nx), dtype=np.float32)
+    rows = np.empty((ny_in, nx), dtype=np.float32)
+    for z in range(z0, z1):
         for y in range(ny_in):  # along x first
             for o in range(nx):
                 acc = np.float32(0.0)
@@ -129,18 +176,20 @@ def resample_slices(array: npt.NDArray[np.generic], shape_yx: tuple[int, int]) -
     ys, yw = resample_weights(array.shape[1], ny)
     xs, xw = resample_weights(array.shape[2], nx)
     out = np.empty((array.shape[0], ny, nx), dtype=np.float32)
-    _resample_kernel(array, out, ys, yw, xs, xw)
+    over_slices(
+        lambda z0, z1: _resample_kernel(array, out, ys, yw, xs, xw, z0, z1), array.shape[0], array[0].size + ny * nx
+    )
     return out
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _resample_argmax_kernel(probs, dst, ys, yw, xs, xw):  # type: ignore[no-untyped-def]
-    nb_, nc, ny_in, _ = probs.shape
+@jit
+def _resample_argmax_kernel(probs, dst, ys, yw, xs, xw, b0, b1):  # type: ignore[no-untyped-def]
+    _, nc, ny_in, _ = probs.shape
     _, ny, nx = dst.shape
     ty = yw.shape[1]
     tx = xw.shape[1]
-    for b in nb.prange(nb_):
-        rows = np.empty((nc, ny_in, nx), dtype=np.float32)
+    rows = np.empty((nc, ny_in, nx), dtype=np.float32)
+    for b in range(b0, b1):
         for c in range(nc):
             for y in range(ny_in):
                 for o in range(nx):
@@ -181,34 +230,30 @@ def resample_argmax(probs: npt.NDArray[np.float32], shape_yx: tuple[int, int]) -
     ys, yw = resample_weights(probs.shape[2], ny)
     xs, xw = resample_weights(probs.shape[3], nx)
     out = np.empty((probs.shape[0], ny, nx), dtype=np.uint8)
-    _resample_argmax_kernel(probs, out, ys, yw, xs, xw)
+    over_slices(
+        lambda b0, b1: _resample_argmax_kernel(probs, out, ys, yw, xs, xw, b0, b1),
+        probs.shape[0],
+        probs[0].size + ny * nx * probs.shape[1],
+    )
     return out
 
 
 # ----- intensity -----------------------------------------------------------------------------------
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _window_kernel(src, dst, lo, hi):  # type: ignore[no-untyped-def]
-    scale = np.float32(1.0) / np.float32(hi - lo)
-    flat_src = src.reshape(-1)
-    flat_dst = dst.reshape(-1)
-    for n in nb.prange(flat_src.size):
-        v = min(max(np.float32(flat_src[n]), np.float32(lo)), np.float32(hi))
-        flat_dst[n] = (v - np.float32(lo)) * scale
-
-
 def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> npt.NDArray[np.float32]:
     """Clip HU to ``window_hu = (lo, hi)`` and scale to [0, 1]; float32, same shape."""
     _require(array, "array", array.ndim, (np.float32,))
     lo, hi = float(window_hu[0]), float(window_hu[1])
     if not hi > lo:
         raise ValueError(f"window_hu must be (lo, hi) with hi > lo; got {window_hu}")
-    out = np.empty_like(array)
-    _window_kernel(array, out, lo, hi)
+    out = np.clip(array, np.float32(lo), np.float32(hi))
+    out -= np.float32(lo)
+    out *= np.float32(1.0) / np.float32(hi - lo)
     return out
 
 
 # ----- connected components ------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, inline="always")
+# Inlined into its caller, whose cache holds it (no cache of its own: it must not need a writable folder).
+@nb.njit(nogil=True)
 def _find(parent, a):  # type: ignore[no-untyped-def]
     while parent[a] != a:
         parent[a] = parent[parent[a]]  # path halving
@@ -216,13 +261,26 @@ def _find(parent, a):  # type: ignore[no-untyped-def]
     return a
 
 
-@nb.njit(cache=True, nogil=True)
-def _label_kernel(mask, labels):  # type: ignore[no-untyped-def]
+@nb.njit(nogil=True)
+def _union(parent, best, other):  # type: ignore[no-untyped-def]
+    """Merge the set of provisional label ``other`` into ``best`` (0: none yet); returns the new root."""
+    root = _find(parent, other)
+    if best == 0 or root == best:
+        return root
+    if root < best:
+        parent[best] = root
+        return root
+    parent[root] = best
+    return best
+
+
+@jit
+def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
     # Two-pass union-find on the raster order: pass 1 gives provisional labels and records which
     # touch (through the already visited x-1, y-1 and z-1 neighbours), pass 2 writes final labels
-    # numbered by first appearance, as scipy.ndimage.label does.
+    # numbered by first appearance, as scipy.ndimage.label does. ``parent`` has room for one
+    # provisional label per mask voxel (the most there can be).
     nz, ny, nx = mask.shape
-    parent = np.empty(1024, dtype=np.int32)
     parent[0] = 0
     n = 0
     for z in range(nz):
@@ -230,39 +288,17 @@ def _label_kernel(mask, labels):  # type: ignore[no-untyped-def]
             for x in range(nx):
                 if not mask[z, y, x]:
                     continue
-                best = 0
-                for d in range(3):
-                    if d == 0:
-                        if x == 0:
-                            continue
-                        other = labels[z, y, x - 1]
-                    elif d == 1:
-                        if y == 0:
-                            continue
-                        other = labels[z, y - 1, x]
-                    else:
-                        if z == 0:
-                            continue
-                        other = labels[z - 1, y, x]
-                    if other == 0:
-                        continue
-                    root = _find(parent, other)
-                    if best == 0:
-                        best = root
-                    elif root != best:
-                        if root < best:
-                            parent[best] = root
-                            best = root
-                        else:
-                            parent[root] = best
+                best = np.int32(0)
+                if x > 0 and labels[z, y, x - 1] != 0:
+                    best = _union(parent, best, labels[z, y, x - 1])
+                if y > 0 and labels[z, y - 1, x] != 0:
+                    best = _union(parent, best, labels[z, y - 1, x])
+                if z > 0 and labels[z - 1, y, x] != 0:
+                    best = _union(parent, best, labels[z - 1, y, x])
                 if best == 0:
                     n += 1
-                    if n == parent.size:
-                        bigger = np.empty(parent.size * 2, dtype=np.int32)
-                        bigger[:n] = parent[:n]
-                        parent = bigger
                     parent[n] = n
-                    best = n
+                    best = np.int32(n)
                 labels[z, y, x] = best
     final = np.zeros(n + 1, dtype=np.int32)
     count = 0
@@ -286,22 +322,9 @@ def label_components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32]
     """
     _require(mask, "mask", 3, (np.bool_,))
     labels = np.zeros(mask.shape, dtype=np.int32)
-    count = int(_label_kernel(mask, labels))
+    parent = np.empty(int(np.count_nonzero(mask)) + 1, dtype=np.int32)
+    count = int(_label_kernel(mask, labels, parent))
     return labels, count
-
-
-@nb.njit(cache=True, nogil=True)
-def _component_stats_kernel(components, labels, count, label):  # type: ignore[no-untyped-def]
-    sizes = np.zeros(count + 1, dtype=np.int64)
-    hits = np.zeros(count + 1, dtype=np.int64)
-    flat_c = components.reshape(-1)
-    flat_l = labels.reshape(-1)
-    for n in range(flat_c.size):
-        c = flat_c[n]
-        sizes[c] += 1
-        if flat_l[n] == label:
-            hits[c] += 1
-    return sizes, hits
 
 
 def component_stats(
@@ -312,17 +335,10 @@ def component_stats(
     _require(labels, "labels", 3, (np.uint8,))
     if components.shape != labels.shape:
         raise ValueError(f"components {components.shape} and labels {labels.shape} must have one shape")
-    sizes, hits = _component_stats_kernel(components, labels, count, label)
+    flat = components.reshape(-1)
+    sizes = np.bincount(flat, minlength=count + 1).astype(np.int64)
+    hits = np.bincount(flat[labels.reshape(-1) == label], minlength=count + 1).astype(np.int64)
     return sizes, hits
-
-
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _keep_components_kernel(labels, components, keep, out):  # type: ignore[no-untyped-def]
-    flat_l = labels.reshape(-1)
-    flat_c = components.reshape(-1)
-    flat_o = out.reshape(-1)
-    for n in nb.prange(flat_l.size):
-        flat_o[n] = flat_l[n] if keep[flat_c[n]] else 0
 
 
 def keep_components(
@@ -332,18 +348,23 @@ def keep_components(
     _require(labels, "labels", 3, (np.uint8,))
     _require(components, "components", 3, (np.int32,))
     _require(keep, "keep", 1, (np.bool_,))
-    out = np.empty_like(labels)
-    _keep_components_kernel(labels, components, keep, out)
-    return out
+    if keep.size <= int(components.max(initial=0)):
+        raise ValueError(f"keep has {keep.size} entries; components go up to {int(components.max())}")
+    return np.where(keep[components], labels, np.uint8(0))
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm):  # type: ignore[no-untyped-def]
-    nz, ny, nx = labels.shape
+@jit
+def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
+    _, ny, nx = labels.shape
     r2 = radius_mm * radius_mm
-    for k in nb.prange(nz):
-        out[k] = labels[k]
-        if not (labels[k] == grow).any():  # most slices hold no tumor: nothing to search
+    for k in range(z0, z1):
+        has_grow = False
+        for j in range(ny):
+            for i in range(nx):
+                out[k, j, i] = labels[k, j, i]
+                if labels[k, j, i] == grow:
+                    has_grow = True
+        if not has_grow:  # most slices hold no tumor: nothing to search
             continue
         for j in range(ny):
             for i in range(nx):
@@ -377,5 +398,6 @@ def grow_label(
         raise ValueError(f"spacing_yx_mm must be > 0 and radius_mm >= 0; got {spacing_yx_mm}, {radius_mm}")
     out = np.empty_like(labels)
     r_y, r_x = int(radius_mm / dy_mm), int(radius_mm / dx_mm)
-    _grow_label_kernel(labels, out, np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
+    args = (np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
+    over_slices(lambda z0, z1: _grow_label_kernel(labels, out, *args, z0, z1), labels.shape[0], labels[0].size)
     return out
