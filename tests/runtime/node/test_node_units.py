@@ -1,0 +1,144 @@
+"""The node's parts in-process: settings validation, CLI usage errors, the spool's crash recovery, --status."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from litseg.runtime.node.cli import main
+from litseg.runtime.node.config import Destination, NodeConfig
+from litseg.runtime.node.spool import SeriesKey, Spool, SpoolFullError
+from litseg.runtime.node.status import format_series_line, spool_status
+
+STUDY, SERIES = "1.2.3", "1.2.3.4"
+KEY = SeriesKey(STUDY, SERIES)
+
+
+def test_destination_parses_and_names_bad_input() -> None:
+    assert Destination.parse("PACS@10.0.0.5:104") == Destination("PACS", "10.0.0.5", 104)
+    assert Destination.parse("PACS@[::1]:11112").host == "::1"
+    for bad in ("PACS10.0.0.5:104", "PACS@host", "PACS@host:x", "@host:104", "A_TITLE_LONGER_THAN_16@h:1"):
+        with pytest.raises(ValueError, match="AE@HOST:PORT|AE title|16"):
+            Destination.parse(bad)
+
+
+def test_node_config_validates(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one result destination"):
+        NodeConfig(spool=tmp_path)
+    ok = NodeConfig(spool=str(tmp_path), out=str(tmp_path / "out"), max_spool_mb=1.5)  # type: ignore[arg-type]
+    assert ok.spool == tmp_path and ok.max_spool_bytes == int(1.5 * 2**20)
+    for field, value, message in (
+        ("ae_title", "BACK\\SLASH", "ae_title"),
+        ("port", 70000, "port"),
+        ("idle_seconds", 0, "idle_seconds"),
+        ("workers", 0, "workers"),
+        ("max_pdu", 100, "max_pdu"),
+        ("allow_ae", ("",), "allow_ae"),
+        ("retry_initial_seconds", 500.0, "retry"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            NodeConfig(spool=tmp_path, out=tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--spool", "S"],  # no --forward and no --out
+        ["--spool", "S", "--out", "O", "--port", "70000"],
+        ["--spool", "S", "--forward", "PACS-no-port"],
+        ["--spool", "S", "--out", "O", "--device", "tpu"],
+        ["--out", "O"],  # no --spool
+    ],
+)
+def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "litseg-serve: error:" in capsys.readouterr().err
+
+
+def test_spool_recovers_exactly_what_a_crash_leaves(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.store(KEY, "1.1", b"a" * 10)
+    spool.store(KEY, "1.1", b"b" * 12)  # the sender resent it: replaced, counted once
+    spool.store(KEY, "1.2", b"c" * 10)
+    assert spool.used_bytes == 22
+    job = spool.close_series(KEY)
+    assert [p.name for p in spool.instances(job)] == ["1.1.dcm", "1.2.dcm"]
+    assert not (tmp_path / "spool" / "incoming" / STUDY).exists()
+    # crash leftovers: a partial write, an empty job folder, a result already computed for another job
+    (tmp_path / "spool" / "tmp" / "x.part").write_bytes(b"partial")
+    (tmp_path / "spool" / "queue" / "00000000000000000001-9.9").mkdir()
+    spool.store(SeriesKey(STUDY, "5.5"), "5.5.1", b"d" * 5)
+    done_job = spool.close_series(SeriesKey(STUDY, "5.5"))
+    spool.write_result(done_job, b"SEG", {"series_instance_uid": "5.5"})
+    spool.store(KEY, "1.3", b"e" * 7)  # a new instance of the closed series: a new incoming folder
+
+    again = Spool(tmp_path / "spool")
+    counts = again.open()
+    assert counts == {"queue": 2, "outbox": 0, "done": 0, "failed": 0, "incoming": 1}
+    assert list((tmp_path / "spool" / "tmp").iterdir()) == []
+    assert again.jobs("queue") == sorted([job, done_job])
+    assert again.has_result(done_job) and not again.has_result(job)
+    assert again.idle_series(0.0) == [KEY]
+    again.finish(done_job, deliver=True)
+    assert again.jobs("outbox") == [done_job] and not (again.path("outbox", done_job) / "instances").exists()
+    again.delivered(done_job, {"state": "done", "series_instance_uid": "5.5"})
+    assert again.jobs("done") == [done_job]
+    assert again.used_bytes == sum(f.stat().st_size for f in (tmp_path / "spool").rglob("*") if f.is_file())
+
+
+def test_spool_limit_refuses_and_marks_the_series(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=100)
+    spool.open()
+    spool.store(KEY, "1.1", b"a" * 60)
+    with pytest.raises(SpoolFullError, match="does not fit"):
+        spool.store(KEY, "1.2", b"b" * 60)
+    job = spool.close_series(KEY)
+    assert spool.refused(job) == 1
+    spool.fail(job, {"type": "InputError"}, keep_instances=False)
+    assert spool.used_bytes < 60
+    spool.store(KEY, "1.2", b"b" * 60)  # room again
+
+
+def test_spool_rejects_non_uid_names(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    with pytest.raises(ValueError, match="not a valid DICOM UID"):
+        spool.store(SeriesKey(STUDY, "../../etc"), "1.1", b"x")
+
+
+def test_status_reads_the_spool_without_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.store(KEY, "1.1", b"a")
+    job = spool.close_series(KEY)
+    spool.write_result(job, b"SEG", {})
+    summary = {
+        "job": job,
+        "state": "done",
+        "series_instance_uid": SERIES,
+        "instances": 1,
+        "timings_s": {"read": 0.1, "inference": 1.25, "send": 0.05},
+        "result": {"liver_volume_ml": 1500.0, "tumor_count": 2, "tumor_volume_ml": 12.5},
+        "forward": {"destination": "PACS@h:104", "status": "0x0000", "attempts": 1},
+        "out": None,
+    }
+    spool.finish(job, deliver=False, summary=summary)
+    spool.store(SeriesKey(STUDY, "7.7"), "7.1", b"b")
+    (tmp_path / "spool" / "node.json").write_text(json.dumps({"pid": os.getpid(), "port": 104}))
+    status = spool_status(tmp_path / "spool")
+    assert status["receiving"] == {"series": 1, "instances": 1}
+    assert status["queue_depth"] == 0 and status["done"] == 1 and status["node"]["running"]
+    line = format_series_line(summary)
+    assert line == (
+        "series 1.2.3.4 (1 instances): read 0.10 s, inference 1.25 s, send 0.05 s; liver 1500.0 mL, "
+        "2 tumor(s) 12.5 mL; forward PACS@h:104 status 0x0000 after 1 attempt(s)"
+    )
+    assert main(["--status", "--spool", str(tmp_path / "spool")]) == 0
+    printed = capsys.readouterr().out
+    assert "queue depth: 0 series" in printed and line in printed and "receiving: 1 series" in printed
