@@ -21,7 +21,7 @@ def test_destination_parses_and_names_bad_input() -> None:
     assert Destination.parse("PACS@10.0.0.5:104") == Destination("PACS", "10.0.0.5", 104)
     assert Destination.parse("PACS@[::1]:11112").host == "::1"
     for bad in ("PACS10.0.0.5:104", "PACS@host", "PACS@host:x", "@host:104", "A_TITLE_LONGER_THAN_16@h:1"):
-        with pytest.raises(ValueError, match="AE@HOST:PORT|AE title|16"):
+        with pytest.raises(ValueError, match=r"AE@HOST:PORT|AE title|16"):
             Destination.parse(bad)
 
 
