@@ -16,22 +16,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
-from .errors import LitsegError, ModelError, OutputError
-from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo
+from .errors import InputError, LitsegError, OutputError
+from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo, default_model_path
 from .nifti import write_nifti
+from .output_folder import check_output_location, commit_folder
 from .overlay import write_overlay
 from .postprocess import Measurements, clean_labels, drop_small_tumors, grow_tumors, measure
 from .preprocess import preprocess, restore_labels
 from .series import DicomSeries, SeriesSource, read_series
 from .volume import Volume
-from .write import AlgorithmInfo, build_seg, commit_folder, write_json
+from .write import AlgorithmInfo, build_seg, write_json
 
 log = logging.getLogger(__name__)
+
+__all__ = ["OUTPUT_FILES", "RunConfig", "SegmentationResult", "default_model_path", "segment", "write_results"]
 
 #: Output formats and their file names inside the output folder.
 OUTPUT_FILES: dict[str, str] = {
@@ -42,7 +45,6 @@ OUTPUT_FILES: dict[str, str] = {
     "overlay": "overlay.png",  # quick look: CT slices through the liver with the labels blended in
 }
 DEFAULT_FORMATS: tuple[str, ...] = ("seg", "nifti", "json")
-DEFAULT_MODEL_NAME = "liver-tumor.onnx"
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -52,17 +54,6 @@ def litseg_version() -> str:
         return metadata.version("litseg")
     except metadata.PackageNotFoundError:  # running from a source tree without install
         return "0+unknown"
-
-
-def default_model_path() -> Path:
-    """The model bundled with the package (``litseg/runtime/models/liver-tumor.onnx``)."""
-    path = Path(str(resources.files("litseg.runtime") / "models" / DEFAULT_MODEL_NAME))
-    if not path.is_file():
-        raise ModelError(
-            f"no bundled default model at {path}: this install has none yet; pass --model PATH "
-            "(API: RunConfig(model=...)) to an ONNX model exported with litseg-export"
-        )
-    return path
 
 
 @dataclass(frozen=True)
@@ -91,6 +82,8 @@ class RunConfig:
         shift); ``False`` runs one unshifted pass (the lowest latency).
     series_uid
         SeriesInstanceUID to pick when the input holds several CT series.
+    allow_thin
+        Segment series of fewer than 3 slices (refused by default: usually a file picked by mistake).
     """
 
     model: Path | None = None
@@ -101,6 +94,7 @@ class RunConfig:
     series_uid: str | None = None
     tumor_margin_mm: float | None = None
     tta: bool = True
+    allow_thin: bool = False
 
     def __post_init__(self) -> None:
         if not self.min_tumor_ml >= 0.0:
@@ -146,6 +140,8 @@ class SegmentationResult:
             },
             "tumor_margin_mm": self.tumor_margin_mm,
             "tta_shifts_px": [list(s) for s in self.tta_shifts_px],
+            "generated_uids": dict(self.series.generated_uids),
+            "input_notes": list(self.series.notes),
             "provider": self.provider,
             "liver_volume_ml": round(m.liver_volume_ml, 2),
             "tumor_count": m.tumor_count,
@@ -194,9 +190,11 @@ def segment(
     timer = _Timer()
     if model is None:
         with timer.stage("load_model"):
-            model = Model(config.model or default_model_path(), device=config.device)
+            model = Model(config.model, device=config.device)
     with timer.stage("read"):
-        series = source if isinstance(source, DicomSeries) else read_series(source, config.series_uid)
+        series = (
+            source if isinstance(source, DicomSeries) else read_series(source, config.series_uid, config.allow_thin)
+        )
     with timer.stage("preprocess"):
         model_input = preprocess(series.volume, model.spec)
     shifts = model.info.tta_shifts_px if config.tta else NO_TTA
@@ -225,11 +223,23 @@ def write_results(
     formats: Sequence[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write the requested formats into ``out_dir`` atomically; returns the path of each file."""
+    """Write the requested formats into ``out_dir`` atomically; returns the path of each file.
+
+    Raises
+    ------
+    UsageError
+        ``out_dir`` equals, contains or lies inside the folder of a source file.
+    OutputError
+        Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``.
+    InputError
+        The source headers cannot be turned into a valid DICOM output.
+    """
     unknown = sorted(set(formats) - set(OUTPUT_FILES))
     if unknown or not formats:
         raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
     out_dir = Path(out_dir)
+    sources = sorted({str(Path(f).parent) for f in result.series.source_files if not f.startswith("<")})
+    check_output_location(out_dir, sources, overwrite)
     report = result.report()
     timer = _Timer()
 
@@ -264,7 +274,12 @@ def write_results(
         commit_folder(out_dir, write_all, overwrite=overwrite)
     except LitsegError:
         raise
-    except (ValueError, KeyError) as exc:  # highdicom rejects inconsistent source headers this way
-        raise OutputError(f"cannot build the DICOM outputs for {out_dir}: {exc}") from exc
+    except OSError as exc:
+        raise OutputError(f"cannot write results to {out_dir}: {exc}") from exc
+    except Exception as exc:  # highdicom / pydicom reject source headers they cannot turn into valid DICOM
+        raise InputError(
+            f"cannot build the DICOM outputs from this series' headers: {type(exc).__name__}: {exc}; "
+            "the source files hold values DICOM does not allow (nothing was written)"
+        ) from exc
     result.timings_s.update(timer.timings)
     return {f: out_dir / OUTPUT_FILES[f] for f in formats}

@@ -21,6 +21,12 @@ class LitsegError(Exception):
     exit_code: int = EXIT_INTERNAL
 
 
+class UsageError(LitsegError):
+    """The call itself is wrong (e.g. an output folder that overlaps the input); fix the arguments."""
+
+    exit_code = EXIT_USAGE
+
+
 class InputError(LitsegError):
     """The input series (or other input data) cannot be used as given; the user must fix the input."""
 

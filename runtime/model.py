@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +63,20 @@ class ModelInfo:
     #: Test-time shifts ``(dy, dx)`` in model-grid pixels, from ``litseg.inference``; one unshifted pass
     #: when absent.
     tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
+
+
+DEFAULT_MODEL_NAME = "liver-tumor.onnx"
+
+
+def default_model_path() -> Path:
+    """The model bundled with the package (``litseg/runtime/models/liver-tumor.onnx``)."""
+    path = Path(str(resources.files("litseg.runtime") / "models" / DEFAULT_MODEL_NAME))
+    if not path.is_file():
+        raise ModelError(
+            f"no bundled default model at {path}: this install has none yet; pass --model PATH "
+            "(API: RunConfig(model=...)) to an ONNX model exported with litseg-export"
+        )
+    return path
 
 
 def cuda_device_count() -> int:
@@ -198,6 +213,21 @@ def _read_tta_shifts(raw: str | None, path: Path) -> tuple[tuple[int, int], ...]
         ) from exc
 
 
+#: Words in an onnxruntime error that point at the device rather than the model (out of memory, CUDA).
+DEVICE_ERROR_HINTS = ("out of memory", "cuda", "cudnn", "cublas", "tensorrt", "failed to allocate", "bad_alloc")
+
+
+def run_error(exc: Exception, path: Path, provider: str) -> DeviceError | ModelError:
+    """The litseg error for an exception raised by ``session.run``: device trouble (out of memory, CUDA
+    errors) is a :class:`DeviceError` (exit 5), anything else a :class:`ModelError` (exit 4)."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    if any(hint in str(exc).lower() for hint in DEVICE_ERROR_HINTS):
+        return DeviceError(
+            f"inference failed on {provider}: {text}; free the device, lower --batch-size, or use --device cpu"
+        )
+    return ModelError(f"model {path} failed during inference on {provider}: {text}; check or re-export the model")
+
+
 def _axis_slices(n: int, d: int) -> tuple[slice, slice]:
     """(destination, source) slices that move ``n`` samples by ``d`` (content at i lands at i + d)."""
     return (slice(d, n), slice(0, n - d)) if d >= 0 else (slice(0, n + d), slice(-d, n))
@@ -217,13 +247,13 @@ class Model:
     Parameters
     ----------
     path
-        ``.onnx`` file with litseg metadata.
+        ``.onnx`` file with litseg metadata; ``None`` loads the bundled default model.
     device
         ``auto`` (GPU when usable, else CPU), ``gpu`` (error when no GPU is usable) or ``cpu``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | None = None, device: str = "auto") -> None:
+        self.path = default_model_path() if path is None else Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}; pass --model PATH to an .onnx file")
         providers = choose_providers(device)
@@ -246,6 +276,9 @@ class Model:
         log.info("model %s %s on %s", self.info.name, self.info.version, self.provider)
 
     def _check_io(self) -> None:
+        """The model contract, checked at load so that a wrong model fails before any series is read: one
+        float32 input ``(batch, 1, h, w)`` whose fixed sizes, if any, match the spec; one output whose class
+        axis, if fixed, matches the spec's class names."""
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
@@ -254,6 +287,20 @@ class Model:
         shape = inputs[0].shape
         if len(shape) != 4 or inputs[0].type != "tensor(float)":
             raise ModelError(f"model {self.path} input must be float32 (batch, 1, h, w); got {inputs[0].type} {shape}")
+        expected = (None, 1, *self.spec.target_shape_yx)
+        for axis, (size, want) in enumerate(zip(shape, expected, strict=True)):
+            if isinstance(size, int) and want is not None and size != want:
+                raise ModelError(
+                    f"model {self.path} input has size {size} on axis {axis} (shape {shape}) but its "
+                    f"preprocessing spec needs (batch, 1, {self.spec.target_shape_yx[0]}, "
+                    f"{self.spec.target_shape_yx[1]}); re-export the model or fix its litseg.preprocess_spec"
+                )
+        out_shape = outputs[0].shape
+        if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != self.spec.num_classes):
+            raise ModelError(
+                f"model {self.path} output shape {out_shape} does not give {self.spec.num_classes} classes "
+                f"{self.spec.class_names} as (batch, classes, h, w); the model and its metadata disagree"
+            )
         self._input_name = inputs[0].name
 
     @property
@@ -264,7 +311,10 @@ class Model:
         """Class probabilities for a batch ``(n, 1, h, w)`` float32 -> ``(n, classes, h, w)`` float32."""
         if batch.ndim != 4 or batch.shape[1] != 1 or batch.dtype != np.float32:
             raise ValueError(f"batch must be float32 (n, 1, h, w); got {batch.dtype} {batch.shape}")
-        (out,) = self._session.run(None, {self._input_name: np.ascontiguousarray(batch)})
+        try:
+            (out,) = self._session.run(None, {self._input_name: np.ascontiguousarray(batch)})
+        except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException, ...)
+            raise run_error(exc, self.path, self.provider) from exc
         probs = np.asarray(out, dtype=np.float32)
         expected = (batch.shape[0], self.spec.num_classes, *batch.shape[2:])
         if probs.shape != expected:

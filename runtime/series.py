@@ -1,38 +1,52 @@
 """Reading a CT image series from DICOM files into a :class:`~litseg.runtime.volume.Volume`.
 
-What is read: a folder (recursively), a list of files, or in-memory pydicom datasets. Non-DICOM files,
-DICOMDIRs, localizers/scouts, dose reports, secondary captures and other non-CT objects are skipped.
-The CT image series is chosen by SeriesInstanceUID (several candidates without a choice is an error).
-Slices are sorted by ImagePositionPatient projected on the slice normal (never by InstanceNumber or file
-name) and their spacing comes from those positions, not from SliceThickness. Anything that would give a
-silently wrong volume (gaps, duplicates, mixed orientation or size, gantry tilt) is refused with an
-:class:`~litseg.runtime.errors.InputError`.
+What is read: a folder (recursively), one file (then the whole series it belongs to, from its folder),
+a list of files, or in-memory pydicom datasets. Non-CT objects (DICOMDIR, localizers, dose reports, SEG,
+SR, MR, ...) are skipped (:mod:`~litseg.runtime.series_files`). The CT image series is chosen by
+SeriesInstanceUID; de-identified files whose SeriesInstanceUID was blanked form one series per frame of
+reference, orientation and image size. Slices are sorted by ImagePositionPatient projected on the slice
+normal (never by InstanceNumber or file name) and their spacing comes from those positions, not from
+SliceThickness. Anything that would give a silently wrong volume is refused with an
+:class:`~litseg.runtime.errors.InputError` naming the file: gaps, duplicates, mixed orientation or size,
+gantry tilt, a slice without pixel data or with a truncated header, pixels that cannot be decoded, and
+(unless asked for) series of fewer than :data:`MIN_SLICES` slices.
+
+De-identified headers never stop a run: the writers need Study, Series and Frame of Reference UIDs and
+the Type 2 patient and study attributes, so missing UIDs are generated once per series (deterministically,
+from the slices' SOP Instance UIDs, so a re-run gives the same ones) and listed in
+:attr:`DicomSeries.generated_uids`, and missing Type 2 attributes are written empty.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import generate_uid
 
 from .errors import InputError
+from .series_files import (
+    CT_IMAGE_STORAGE,
+    PIXEL_DATA_TAG,
+    Candidate,
+    SeriesSource,
+    iter_candidates,
+    list_files,
+    read_file,
+)
 from .volume import Volume
 
 log = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+__all__ = ["AIR_HU", "CT_IMAGE_STORAGE", "MIN_SLICES", "DicomSeries", "SeriesSource", "read_series"]
+
 #: Lowest physical CT value; stored values below it are padding outside the scan field of view
 #: (-2048 and -3024 are common vendor choices) and are read as air.
 AIR_HU = -1024.0
@@ -40,8 +54,23 @@ AIR_HU = -1024.0
 SPACING_TOLERANCE = 0.05
 #: Tolerance (mm) on in-plane drift between consecutive slice positions (gantry tilt / shear).
 SHEAR_TOLERANCE_MM = 0.05
-
-SeriesSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Dataset]
+#: Fewer slices than this are refused unless ``allow_thin``: one or two slices are usually a file picked by
+#: mistake, and give volumes (mL) that depend on SliceThickness rather than on measured positions.
+MIN_SLICES = 3
+#: Patient and General Study attributes of Type 2 (present, possibly empty) that the SEG copies from its
+#: source (PS3.3 C.7.1.1, C.7.2.1); anonymisers often drop them.
+TYPE2_SOURCE_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+GENERATED_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,11 +78,23 @@ class DicomSeries:
     """A CT series as read: HU volume (float32) plus the per-slice headers, pixel data removed.
 
     ``headers[k]`` describes ``volume.array[k]``; the headers carry what writers need to reference the
-    source (patient, study, SOP instances).
+    source (patient, study, SOP instances), completed where the files lacked it.
+
+    Attributes
+    ----------
+    generated_uids
+        UIDs litseg had to generate because every file lacked them (keyword -> UID), for the report.
+    notes
+        Things the reader decided that a user should know (e.g. a single file stood for its series).
+    source_files
+        Where each slice came from (file paths, or ``<dataset n>``), in slice order.
     """
 
     volume: Volume
     headers: tuple[Dataset, ...]
+    generated_uids: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    source_files: tuple[str, ...] = ()
 
     @property
     def series_instance_uid(self) -> str:
@@ -68,103 +109,78 @@ class DicomSeries:
         return str(self.headers[0].get("SeriesDescription", ""))
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    dataset: Dataset
-    origin: str  # file path or "<dataset n>", for messages
+def _series_key(cand: Candidate) -> str:
+    """The series a slice belongs to: its SeriesInstanceUID, or for blanked ones a description of the
+    frame of reference, size and orientation that hold such slices together."""
+    if cand.series_uid:
+        return cand.series_uid
+    ds = cand.dataset
+    iop = "\\".join(f"{float(v):.3f}" for v in ds.get("ImageOrientationPatient", []) or [])
+    frame = str(ds.get("FrameOfReferenceUID", "") or "").strip() or "none"
+    return f"<no SeriesInstanceUID: frame of reference {frame}, {ds.get('Rows')}x{ds.get('Columns')}, {iop or '?'}>"
 
 
-def _iter_files(source: SeriesSource) -> Iterable[_Candidate]:
-    if isinstance(source, (str, os.PathLike)):
-        root = Path(source)
-        if not root.exists():
-            raise InputError(f"input not found: {root}; pass a folder of DICOM files or a DICOM file")
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        yield from _read_paths(paths)
-        return
-    items = list(source)
-    datasets = [item for item in items if isinstance(item, Dataset)]
-    if items and len(datasets) == len(items):
-        for n, ds in enumerate(datasets):
-            yield _Candidate(ds, f"<dataset {n}>")
-        return
-    if datasets:
-        raise InputError("pass either file paths or pydicom datasets, not a mix of both")
-    yield from _read_paths([Path(p) for p in items if not isinstance(p, Dataset)])
+def _describe(by_series: Mapping[str, list[Candidate]]) -> str:
+    parts = []
+    for key, cands in by_series.items():
+        desc = str(cands[0].dataset.get("SeriesDescription", "")) or "no description"
+        parts.append(f"{key} ({desc!r}, {len(cands)} slices)")
+    return "; ".join(parts)
 
 
-def _read_paths(paths: Sequence[Path]) -> Iterable[_Candidate]:
-    for path in paths:
-        try:
-            # defer_size: pixel data is only read for the series we keep.
-            ds = pydicom.dcmread(path, defer_size="64 KB")
-        except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
-            log.debug("skipping %s: not readable as DICOM (%s)", path, exc)
-            continue
-        yield _Candidate(ds, str(path))
+def _refuse_problem(problems: list[Candidate], where: str) -> None:
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more such file(s))" if len(problems) > 1 else ""
+    raise InputError(
+        f"{first.origin} {first.problem}{more}; it belongs to {where}: litseg refuses rather than segment an "
+        "incomplete series; re-export the series from the archive, or remove that file"
+    )
 
 
-def _skip_reason(ds: Dataset) -> str | None:
-    sop_class = str(ds.get("SOPClassUID", getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", "")))
-    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
-        return "DICOMDIR"
-    if sop_class == ENHANCED_CT_IMAGE_STORAGE:
-        return "Enhanced CT (multi-frame) is not supported yet"
-    if sop_class != CT_IMAGE_STORAGE:
-        return f"not a CT image (SOP Class {sop_class or 'missing'})"
-    image_type = [str(v).upper() for v in ds.get("ImageType", [])]
-    if "LOCALIZER" in image_type:
-        return "localizer/scout"
-    if "PixelData" not in ds:
-        return "no pixel data"
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SeriesInstanceUID"):
-        if keyword not in ds:
-            return f"missing {keyword}"
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return "multi-frame image"
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        return "not a greyscale image"
-    return None
-
-
-def _choose_series(candidates: Iterable[_Candidate], series_uid: str | None) -> list[_Candidate]:
-    by_series: dict[str, list[_Candidate]] = defaultdict(list)
+def _choose_series(candidates: Iterable[Candidate], series_uid: str | None) -> list[Candidate]:
+    by_series: dict[str, list[Candidate]] = defaultdict(list)
+    problems: dict[str, list[Candidate]] = defaultdict(list)
+    orphans: list[Candidate] = []  # unusable CT images whose series cannot be told
     skipped: Counter[str] = Counter()
     for cand in candidates:
-        reason = _skip_reason(cand.dataset)
-        if reason is None:
-            by_series[str(cand.dataset.SeriesInstanceUID)].append(cand)
+        if cand.skip is not None:
+            skipped[cand.skip] += 1
+            log.debug("skipping %s: %s", cand.origin, cand.skip)
+        elif cand.problem is not None:
+            (problems[cand.series_uid] if cand.series_uid else orphans).append(cand)
         else:
-            skipped[reason] += 1
-            log.debug("skipping %s: %s", cand.origin, reason)
+            by_series[_series_key(cand)].append(cand)
     if skipped:
         log.info("skipped %d object(s): %s", sum(skipped.values()), dict(skipped))
+    if orphans:
+        _refuse_problem(orphans, "the input (its series cannot be told)")
     if series_uid is not None:
         if series_uid not in by_series:
+            if series_uid in problems:
+                _refuse_problem(problems[series_uid], f"series {series_uid}")
             raise InputError(
                 f"series {series_uid!r} is not among the CT image series found; found: {_describe(by_series) or 'none'}"
             )
-        return by_series[series_uid]
-    if not by_series:
+        key = series_uid
+    elif len(by_series) == 1:
+        key = next(iter(by_series))
+    elif not by_series:
+        if problems:
+            uid, cands = next(iter(problems.items()))
+            _refuse_problem(cands, f"series {uid}")
         found = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no DICOM files"
         raise InputError(f"no CT image series found in the input (seen: {found}); pass a CT series folder")
-    if len(by_series) > 1:
+    else:
         raise InputError(
             f"the input holds {len(by_series)} CT image series: {_describe(by_series)}; "
             "choose one with --series-uid (API: series_uid=...)"
         )
-    return next(iter(by_series.values()))
+    if problems.get(key):
+        _refuse_problem(problems[key], f"series {key}")
+    return by_series[key]
 
 
-def _describe(by_series: dict[str, list[_Candidate]]) -> str:
-    parts = []
-    for uid, cands in by_series.items():
-        desc = str(cands[0].dataset.get("SeriesDescription", "")) or "no description"
-        parts.append(f"{uid} ({desc!r}, {len(cands)} slices)")
-    return "; ".join(parts)
-
-
-def _check_uniform(cands: list[_Candidate], keyword: str, convert: Callable[[Any], object]) -> None:
+def _check_uniform(cands: list[Candidate], keyword: str, convert: Callable[[Any], object]) -> None:
     values = Counter(convert(c.dataset.get(keyword)) for c in cands)
     if len(values) > 1:
         raise InputError(
@@ -173,7 +189,7 @@ def _check_uniform(cands: list[_Candidate], keyword: str, convert: Callable[[Any
         )
 
 
-def _orientation(cands: list[_Candidate]) -> npt.NDArray[np.float64]:
+def _orientation(cands: list[Candidate]) -> npt.NDArray[np.float64]:
     iops = np.array([[float(v) for v in c.dataset.ImageOrientationPatient] for c in cands])
     if np.abs(iops - iops[0]).max() > 1e-4:
         raise InputError(
@@ -192,8 +208,8 @@ def _orientation(cands: list[_Candidate]) -> npt.NDArray[np.float64]:
 
 
 def _sort_and_space(
-    cands: list[_Candidate], iop: npt.NDArray[np.float64]
-) -> tuple[list[_Candidate], npt.NDArray[np.float64]]:
+    cands: list[Candidate], iop: npt.NDArray[np.float64]
+) -> tuple[list[Candidate], npt.NDArray[np.float64]]:
     """Sort slices along the normal; return them and the slice step vector (LPS mm)."""
     normal = np.cross(iop[:3], iop[3:])
     positions = np.array([[float(v) for v in c.dataset.ImagePositionPatient] for c in cands])
@@ -218,8 +234,9 @@ def _sort_and_space(
         k = int(np.argmax(off))
         raise InputError(
             f"uneven slice spacing: {along[k]:.3f} mm between slice positions "
-            f"{positions[k].round(2).tolist()} and {positions[k + 1].round(2).tolist()} where the series "
-            f"spacing is {spacing:.3f} mm (a missing slice?); pass a complete series"
+            f"{positions[k].round(2).tolist()} ({cands[k].origin}) and {positions[k + 1].round(2).tolist()} "
+            f"({cands[k + 1].origin}) where the series spacing is {spacing:.3f} mm (a missing slice?); pass a "
+            "complete series"
         )
     in_plane = steps - np.outer(along, normal)
     if np.linalg.norm(in_plane, axis=1).max() > SHEAR_TOLERANCE_MM:
@@ -249,7 +266,7 @@ def _header_only(ds: Dataset) -> Dataset:
     """A copy of the header without pixel data (the caller's dataset is never modified)."""
     header = Dataset()
     for elem in ds:
-        if elem.tag != 0x7FE00010:  # PixelData
+        if elem.tag != PIXEL_DATA_TAG:
             header.add(elem)
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
@@ -259,15 +276,69 @@ def _header_only(ds: Dataset) -> Dataset:
     return header
 
 
-def read_series(source: SeriesSource, series_uid: str | None = None) -> DicomSeries:
+def _complete_headers(cands: list[Candidate]) -> tuple[tuple[Dataset, ...], dict[str, str]]:
+    """Pixel-free header copies with what the writers need: SOP UIDs from the file meta, missing Study,
+    Series and Frame of Reference UIDs generated once for the series, missing Type 2 attributes empty."""
+    headers = [_header_only(c.dataset) for c in cands]
+    for n, (header, cand) in enumerate(zip(headers, cands, strict=True)):
+        header.SOPClassUID = cand.sop_class_uid or CT_IMAGE_STORAGE
+        header.SOPInstanceUID = cand.sop_instance_uid or generate_uid(
+            entropy_srcs=["litseg-sop", str(n), *(str(v) for v in header.ImagePositionPatient)]
+        )
+    # Entropy from every slice's SOP Instance UID: the same files always get the same generated UIDs.
+    sop_uids = sorted(str(h.SOPInstanceUID) for h in headers)
+    generated: dict[str, str] = {}
+    for keyword in GENERATED_UID_KEYWORDS:
+        present = {str(h.get(keyword, "") or "").strip() for h in headers} - {""}
+        value = present.pop() if len(present) == 1 else ""
+        if not value:
+            value = generate_uid(entropy_srcs=["litseg", keyword, *sop_uids])
+            generated[keyword] = value
+        for header in headers:
+            setattr(header, keyword, value)
+    for header in headers:
+        for keyword in TYPE2_SOURCE_ATTRIBUTES:
+            if keyword not in header:
+                setattr(header, keyword, "")
+    if generated:
+        log.warning("the series lacks %s; generated for the outputs (listed in the report)", ", ".join(generated))
+    return tuple(headers), generated
+
+
+def _candidates_for(source: SeriesSource, series_uid: str | None) -> tuple[Iterable[Candidate], str | None, str]:
+    """The candidates to read and the series to choose; a single file stands for its whole series."""
+    if not isinstance(source, str | Path) or not Path(source).is_file():
+        return iter_candidates(source), series_uid, ""
+    path = Path(source)
+    cand = read_file(path)
+    if cand is None or cand.skip is not None:
+        what = "not a DICOM file" if cand is None else cand.skip
+        raise InputError(f"the input file {path} is {what}; pass a CT series folder or one of its slices")
+    if cand.problem is not None:
+        _refuse_problem([cand], "the input")
+    key = _series_key(cand)
+    if series_uid is not None and series_uid != key:
+        raise InputError(f"the input file {path} belongs to series {key}, not to the --series-uid {series_uid}")
+    folder = path.parent
+    note = (
+        f"a single file was given: its whole series was read from its folder ({len(list_files(folder))} files searched)"
+    )
+    return iter_candidates(folder), key, note
+
+
+def read_series(source: SeriesSource, series_uid: str | None = None, allow_thin: bool = False) -> DicomSeries:
     """Read one CT image series.
 
     Parameters
     ----------
     source
-        A folder (searched recursively), a file, a list of files, or a list of pydicom datasets.
+        A folder (searched recursively), a file (its whole series is read from the file's folder), a list
+        of files, or a list of pydicom datasets (never modified).
     series_uid
         SeriesInstanceUID to pick when the input holds several CT series.
+    allow_thin
+        Accept series of fewer than :data:`MIN_SLICES` slices (a single slice's spacing then comes from
+        SliceThickness).
 
     Returns
     -------
@@ -278,13 +349,21 @@ def read_series(source: SeriesSource, series_uid: str | None = None) -> DicomSer
     Raises
     ------
     InputError
-        No CT series, several without a choice, or a series that cannot form a regular volume.
+        No CT series, several without a choice, an unusable file in the series (named), or a series that
+        cannot form a regular volume.
     """
-    cands = _choose_series(_iter_files(source), series_uid)
+    candidates, series_uid, note = _candidates_for(source, series_uid)
+    cands = _choose_series(candidates, series_uid)
+    if len(cands) < MIN_SLICES and not allow_thin:
+        raise InputError(
+            f"the series has {len(cands)} slice(s) ({cands[0].origin}); litseg needs at least {MIN_SLICES} to "
+            "measure slice spacing and volumes: pass the whole series, or --allow-thin (API: allow_thin=True) "
+            "to segment so few slices anyway"
+        )
     _check_uniform(cands, "Rows", int)
     _check_uniform(cands, "Columns", int)
     _check_uniform(cands, "PixelSpacing", lambda v: tuple(round(float(x), 4) for x in v))
-    _check_uniform(cands, "FrameOfReferenceUID", str)
+    _check_uniform(cands, "FrameOfReferenceUID", lambda v: str(v or "").strip())
     iop = _orientation(cands)
     cands, step = _sort_and_space(cands, iop)
     first = cands[0].dataset
@@ -296,20 +375,26 @@ def read_series(source: SeriesSource, series_uid: str | None = None) -> DicomSer
     affine[:3, 3] = [float(v) for v in first.ImagePositionPatient]
     array = np.empty((len(cands), int(first.Rows), int(first.Columns)), dtype=np.float32)
     for k, cand in enumerate(cands):
-        try:
-            array[k] = _hu_slice(cand.dataset)
-        except Exception as exc:  # pydicom raises many types for undecodable pixel data
-            raise InputError(
-                f"cannot decode the pixels of {cand.origin} (transfer syntax "
-                f"{getattr(cand.dataset.get('file_meta'), 'TransferSyntaxUID', 'unknown')}): {exc}; "
-                "install the pydicom pixel-data plugin it names, or send uncompressed images"
-            ) from exc
-    headers = tuple(_header_only(c.dataset) for c in cands)
+        array[k] = _decode(cand)
+    headers, generated = _complete_headers(cands)
     volume = Volume(
         array,
         affine,
-        str(first.get("FrameOfReferenceUID", "")),
+        str(headers[0].FrameOfReferenceUID),
         tuple(str(h.SOPInstanceUID) for h in headers),
     )
     log.info("read series: %d slices of %dx%d, spacing %s mm", *array.shape, np.round(volume.spacing_mm, 3))
-    return DicomSeries(volume, headers)
+    notes = (note,) if note else ()
+    return DicomSeries(volume, headers, generated, notes, tuple(c.origin for c in cands))
+
+
+def _decode(cand: Candidate) -> npt.NDArray[np.float32]:
+    try:
+        return _hu_slice(cand.dataset)
+    except Exception as exc:  # pydicom and its decoder plugins raise many types for undecodable pixel data
+        syntax = getattr(cand.dataset.get("file_meta"), "TransferSyntaxUID", None)
+        name = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
+        raise InputError(
+            f"cannot decode the pixels of {cand.origin} (transfer syntax {name}): {exc}; the file is corrupt "
+            "or its encoding unsupported: re-export the series uncompressed or with a standard compression"
+        ) from exc

@@ -1,17 +1,14 @@
-"""Writing results: DICOM SEG (highdicom), NIfTI label map, JSON report; all atomically.
+"""Building the DICOM SEG (highdicom) and writing the JSON report (strict JSON: no NaN).
 
-Every file is first written into a hidden temporary folder beside the destination, which is renamed
-into place only when all requested outputs were written: a crash leaves no half-written results.
+The folder they go into is made atomic by :mod:`~litseg.runtime.output_folder`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,6 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from .errors import OutputError
 from .series import DicomSeries
 from .volume import Volume
 
@@ -116,38 +112,17 @@ def build_seg(
     )
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, so that it serialises as strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json(report: Mapping[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
-def commit_folder(out_dir: Path, write: Callable[[Path], object], overwrite: bool = False) -> None:
-    """Run ``write(tmp)`` into a temporary folder, then move it to ``out_dir`` in one rename.
-
-    An existing non-empty ``out_dir`` is an error unless ``overwrite``; then it is replaced only after
-    the new results are complete.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"output path {out_dir} exists and is not a folder; choose another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputError(f"output folder {out_dir} already holds files; choose another --out or pass --overwrite")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder next to {out_dir}: {exc}") from exc
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write results to {out_dir}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Write ``report`` as strict JSON (NaN and infinities become null)."""
+    path.write_text(json.dumps(strict_json(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -33,10 +33,10 @@ from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, mask_datase
 from litseg.runtime.errors import EXIT_OUTPUT, InputError, LitsegError
 from litseg.runtime.geometry import Reorientation, canonical_reorientation
 from litseg.runtime.nifti import read_nifti
+from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.preprocess import preprocess
 from litseg.runtime.spec import TASK_CLASSES, PreprocessSpec
 from litseg.runtime.volume import Volume
-from litseg.runtime.write import commit_folder
 
 log = logging.getLogger(__name__)
 
