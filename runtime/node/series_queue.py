@@ -46,9 +46,12 @@ class SeriesQueue:
             if len(self.spool.jobs("queue")) >= self.max_queue:
                 break
             try:
-                new.append(self.spool.close_series(key))
+                job = self.spool.close_series(key)
             except OSError as exc:  # e.g. the folder vanished under an operator's hands; try next round
                 log.error("cannot queue series %s: %s", key.series_uid, exc)
+                continue
+            if job is not None:
+                new.append(job)
         if new:
             with self._cond:
                 self._cond.notify_all()

@@ -168,19 +168,27 @@ class Spool:
             self._used += len(data)  # reserved now, so concurrent stores cannot overshoot together
         try:
             tmp = self._write_tmp(data)
-            with self._lock:
-                folder = self.root / "incoming" / key.study_uid / key.series_uid
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / f"{sop_uid}.dcm"
-                replaced = path.stat().st_size if path.exists() else 0  # the sender resent an instance
-                os.replace(tmp, path)
-                self._used -= replaced
-                self._last_seen[key] = time.monotonic()
-            _fsync_dir(folder)
         except BaseException:
             with self._lock:
                 self._used -= len(data)
             raise
+        with self._lock:
+            folder = self.root / "incoming" / key.study_uid / key.series_uid
+            path = folder / f"{sop_uid}.dcm"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                replaced = path.stat().st_size if path.exists() else 0  # the sender resent an instance
+                os.replace(tmp, path)
+            except BaseException:
+                self._used -= len(data)
+                tmp.unlink(missing_ok=True)
+                raise
+            self._used -= replaced
+            self._last_seen[key] = time.monotonic()
+        # The rename is what makes the instance durable across a power cut; the collector may already
+        # have moved the folder on (then its own fsync of queue/ covers it).
+        with contextlib.suppress(FileNotFoundError):
+            _fsync_dir(folder)
         return path
 
     def _mark_refused(self, key: SeriesKey) -> None:
@@ -235,12 +243,16 @@ class Spool:
             idle = [(t, k) for k, t in self._last_seen.items() if now - t >= idle_seconds]
         return [k for _, k in sorted(idle, key=lambda item: item[0])]
 
-    def close_series(self, key: SeriesKey) -> str:
-        """Move a complete series from ``incoming/`` to ``queue/``; returns the job name."""
+    def close_series(self, key: SeriesKey) -> str | None:
+        """Move a complete series from ``incoming/`` to ``queue/``; returns the job name (``None`` when its
+        folder is gone, e.g. removed by an operator)."""
         with self._lock:
             job = f"{time.time_ns():020d}-{key.series_uid}"
             src = self.root / "incoming" / key.study_uid / key.series_uid
             dst = self.root / "queue" / job
+            if not src.is_dir():
+                del self._last_seen[key]
+                return None
             dst.mkdir()
             os.replace(src, dst / INSTANCES)
             del self._last_seen[key]

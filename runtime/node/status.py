@@ -15,14 +15,19 @@ STAGES = ("read", "preprocess", "inference", "postprocess", "write", "send")
 NODE_FILE = "node.json"
 
 
-def _pid_alive(pid: int) -> bool:
+def _node_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running litseg-serve (not a process that reused the pid after a crash)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc (not Linux): the pid alone
         return True
-    return True
+    return b"litseg" in cmdline
 
 
 def _jobs(root: Path, state: str) -> list[str]:
@@ -35,7 +40,7 @@ def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
     root = Path(root)
     node = read_json(root / NODE_FILE)
     pid = node.get("pid")
-    running = isinstance(pid, int) and _pid_alive(pid)
+    running = isinstance(pid, int) and _node_alive(pid)
     incoming = list(iter_incoming(root))
     done, failed = _jobs(root, "done"), _jobs(root, "failed")
     finished = sorted([(j, "done") for j in done[-recent:]] + [(j, "failed") for j in failed[-recent:]])[-recent:]
