@@ -9,18 +9,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT
 from litseg.runtime.model import (
     INFERENCE_METADATA_KEY,
     MAX_TTA_SHIFT_PX,
     MAX_TUMOR_MARGIN_MM,
+    NAME_METADATA_KEY,
     POSTPROCESS_METADATA_KEY,
+    VERSION_METADATA_KEY,
 )
+from litseg.runtime.spec import SPEC_METADATA_KEY
 from litseg.train.data import data_summary, patient_split, read_info
 from litseg.train.trainer import Checkpoint, TrainConfig, load_checkpoint
 
 from .onnx_export import ExportError, MeanProbabilities, export_onnx, to_fp16
 
-EXIT_EXPORT = 4
+#: Metadata litseg itself writes; --metadata may add keys but never replace these (the runtime's contract).
+RESERVED_METADATA_KEYS = frozenset(
+    {SPEC_METADATA_KEY, NAME_METADATA_KEY, VERSION_METADATA_KEY, POSTPROCESS_METADATA_KEY, INFERENCE_METADATA_KEY}
+)
 
 
 def _data_summary_from_set(path: Path, config: TrainConfig) -> dict[str, object] | None:
@@ -74,7 +81,7 @@ def _metadata(ckpts: Sequence[Checkpoint]) -> dict[str, str]:
 
 
 class _InputError(ValueError):
-    """A checkpoint that cannot be exported (exit 3)."""
+    """A checkpoint that cannot be exported (exit 3, as the runtime's bad input)."""
 
 
 def _load(paths: Sequence[Path]) -> list[Checkpoint]:
@@ -93,6 +100,24 @@ def _load(paths: Sequence[Path]) -> list[Checkpoint]:
                 "classes, window and input size"
             )
     return ckpts
+
+
+def _user_metadata(parser: argparse.ArgumentParser, text: str, written: set[str]) -> dict[str, str]:
+    """``--metadata`` as ``litseg.<key>`` entries; bad JSON or a key litseg writes itself is a usage error."""
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--metadata is not valid JSON ({exc}); pass an object such as '{{\"test_dice\": 0.9}}'")
+    if not isinstance(loaded, dict):
+        parser.error(f"--metadata must be a JSON object; got {type(loaded).__name__}")
+    entries = {f"litseg.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+    clash = sorted(set(entries) & (RESERVED_METADATA_KEYS | written))
+    if clash:
+        parser.error(
+            f"--metadata would replace {clash}, which litseg-export writes itself (the runtime's contract); "
+            "use the dedicated flags (--name, --version, --tumor-margin-mm, --tta-shift-px) or other keys"
+        )
+    return entries
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpts = _load(args.checkpoint)
     except _InputError as exc:
         print(f"litseg-export: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_BAD_INPUT
     extra = _metadata(ckpts)
     if args.tumor_margin_mm is not None:
         if not 0.0 <= args.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
@@ -142,12 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shift = args.tta_shift_px
         extra[INFERENCE_METADATA_KEY] = json.dumps({"tta_shifts_px": [[0, 0], [shift, shift]]})
     if args.metadata:
-        extra.update(
-            {
-                f"litseg.{k}": json.dumps(v) if not isinstance(v, str) else v
-                for k, v in json.loads(args.metadata).items()
-            }
-        )
+        extra.update(_user_metadata(parser, args.metadata, set(extra)))
     spec = ckpts[0].spec
     model = ckpts[0].model if len(ckpts) == 1 else MeanProbabilities([c.model for c in ckpts])
     name = args.name or f"litseg-{spec.task}"
@@ -171,9 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except ExportError as exc:
         print(f"litseg-export: error: {exc}", file=sys.stderr)
-        return EXIT_EXPORT
+        return EXIT_MODEL
+    except OSError as exc:
+        print(f"litseg-export: error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     print(json.dumps(report))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,23 +6,30 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from . import errors
-from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, segment, write_results
+from . import errors, kernels
+from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, segment, write_results
 from .model import DEVICES
+from .output_folder import check_output_location
+
+#: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
+DEFAULT_OUT_ROOT = Path("litseg-out")
 
 EPILOG = f"""\
 outputs (in --out, written atomically): {", ".join(f"{k}={v}" for k, v in OUTPUT_FILES.items())}
 
 exit codes:
   {errors.EXIT_OK}  success
-  {errors.EXIT_USAGE}  usage error (bad flags)
+  {errors.EXIT_USAGE}  usage error (bad flags; an --out that equals, contains or lies inside the input)
   {errors.EXIT_BAD_INPUT}  bad input series (not found, no CT series, several series, gaps, tilt, ...)
   {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs)
   {errors.EXIT_DEVICE}  requested device unusable (--device gpu without a usable CUDA GPU)
-  {errors.EXIT_OUTPUT}  results cannot be written (output folder not empty, permissions)
+  {errors.EXIT_OUTPUT}  results cannot be written (output folder not empty, permissions, disk full); checked
+     before the series is read where possible
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
 """
 
@@ -35,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("series", type=Path, help="folder (searched recursively) or file of the CT series")
+    parser.add_argument(
+        "series",
+        type=Path,
+        nargs="?",
+        help="folder (searched recursively) of the CT series, or one of its files (then its whole series is read "
+        "from the file's folder)",
+    )
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: ./litseg-out/<SeriesInstanceUID>)"
@@ -75,7 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="one inference pass instead of the test-time shifts calibrated with the model (faster; "
         "a model without them runs one pass anyway)",
     )
+    parser.add_argument(
+        "--allow-thin", action="store_true", help="segment series of fewer than 3 slices (refused by default)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help="compile the numba kernels into the cache and exit (run it when building a container image)",
+    )
+    parser.add_argument("--version", action="version", version=f"litseg {litseg_version()}")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     return parser
@@ -94,6 +116,11 @@ class _ProgressBar:
         print(f"\r{stage:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
 
 
+def _warning_to_log(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    # Third-party libraries (highdicom, pydicom) warn about the input's style; that is detail, not news.
+    logging.getLogger("py.warnings").debug("%s: %s", category.__name__, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -102,6 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.warmup:
+        seconds = kernels.warmup()
+        if not args.quiet:
+            print(f"litseg-run: kernels ready ({seconds:.1f} s)", file=sys.stderr)
+        if args.series is None:
+            return errors.EXIT_OK
+    if args.series is None:
+        parser.error("the series folder (or file) is required")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     unknown = sorted(set(formats) - set(OUTPUT_FILES))
     if unknown or not formats:
@@ -116,12 +151,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             series_uid=args.series_uid,
             tumor_margin_mm=args.tumor_margin_mm,
             tta=args.tta,
+            allow_thin=args.allow_thin,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_to_log
+        return _run(args, config, formats)
+
+
+def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) -> int:
     try:
+        # Before any work: an --out that could touch the input, or that cannot be written, stops here.
+        check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite if args.out else True)
         result = segment(args.series, config, progress=_ProgressBar(not args.quiet and sys.stderr.isatty()))
-        out_dir = args.out or Path("litseg-out") / result.series.series_instance_uid
+        out_dir = args.out or DEFAULT_OUT_ROOT / result.series.series_instance_uid
         paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
     except errors.LitsegError as exc:
         print(f"litseg-run: error: {exc}", file=sys.stderr)

@@ -12,6 +12,8 @@ EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_DEVICE = 5
 EXIT_OUTPUT = 6
+#: A console script of an optional part (training, export) runs without that extra installed.
+EXIT_MISSING_EXTRA = 7
 EXIT_INTERNAL = 70
 
 

@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -401,3 +402,17 @@ def grow_label(
     args = (np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
     over_slices(lambda z0, z1: _grow_label_kernel(labels, out, *args, z0, z1), labels.shape[0], labels[0].size)
     return out
+
+
+def warmup() -> float:
+    """Compile (or load from the cache) every kernel a segmentation run uses; returns the seconds taken.
+
+    ``litseg-run --warmup`` calls it when a container image is built, so that the first real run does
+    not pay for compilation.
+    """
+    start = time.perf_counter()
+    resample_slices(np.zeros((1, 4, 4), np.float32), (2, 2))
+    resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
+    label_components(np.zeros((1, 2, 2), np.bool_))
+    grow_label(np.zeros((1, 2, 2), np.uint8), 2, 1, 1.0, (1.0, 1.0))
+    return time.perf_counter() - start

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from . import pixel_decoders
 from .errors import InputError
 from .series_files import (
     CT_IMAGE_STORAGE,
@@ -352,6 +353,7 @@ def read_series(source: SeriesSource, series_uid: str | None = None, allow_thin:
         No CT series, several without a choice, an unusable file in the series (named), or a series that
         cannot form a regular volume.
     """
+    pixel_decoders.register()
     candidates, series_uid, note = _candidates_for(source, series_uid)
     cands = _choose_series(candidates, series_uid)
     if len(cands) < MIN_SLICES and not allow_thin:
