@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,6 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from litseg.runtime import kernels
-from litseg.runtime.api import litseg_version
 from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, mask_datasets, write_datasets
 from litseg.runtime.errors import EXIT_OUTPUT, InputError, LitsegError
 from litseg.runtime.geometry import Reorientation, canonical_reorientation
@@ -37,6 +35,8 @@ from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.preprocess import preprocess
 from litseg.runtime.spec import TASK_CLASSES, PreprocessSpec
 from litseg.runtime.volume import Volume
+
+from .h5set import H5Set
 
 log = logging.getLogger(__name__)
 
@@ -190,69 +190,6 @@ def resample_labels(
     return out
 
 
-class _H5Set:
-    """Append-only HDF5 training set, written to a temporary file and renamed when complete."""
-
-    def __init__(self, path: Path, config: PrepareConfig) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.config = config
-        h, w = config.spec.target_shape_yx
-        self.file = h5py.File(self.tmp, "w", track_order=True)
-        opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "track_times": False}
-        self.images = self.file.create_dataset(
-            "images", (0, h, w), np.float32, maxshape=(None, h, w), chunks=(1, h, w), **opts
-        )
-        self.masks = self.file.create_dataset(
-            "masks", (0, h, w), np.uint8, maxshape=(None, h, w), chunks=(1, h, w), **opts
-        )
-        self.case_index = self.file.create_dataset(
-            "case_index", (0,), np.int32, maxshape=(None,), chunks=(4096,), track_times=False
-        )
-        self.slice_index = self.file.create_dataset(
-            "slice_index", (0,), np.int32, maxshape=(None,), chunks=(4096,), track_times=False
-        )
-        self.names: list[str] = []
-        self.spacings: list[tuple[float, float, float]] = []
-        self.notes: list[str] = []
-        self.class_voxels = np.zeros(config.spec.num_classes, dtype=np.int64)
-
-    def append(self, case: PreparedCase, images: np.ndarray, masks: np.ndarray, slices: np.ndarray) -> None:
-        n0, n1 = self.images.shape[0], self.images.shape[0] + images.shape[0]
-        for ds in (self.images, self.masks, self.case_index, self.slice_index):
-            ds.resize(n1, axis=0)
-        self.images[n0:n1] = images
-        self.masks[n0:n1] = masks
-        self.case_index[n0:n1] = len(self.names)
-        self.slice_index[n0:n1] = slices
-        self.names.append(case.name)
-        self.spacings.append(case.hu.spacing_mm)
-        self.notes.append(json.dumps(case.notes, sort_keys=True))
-        self.class_voxels += np.bincount(masks.ravel(), minlength=self.class_voxels.size)
-
-    def finish(self) -> None:
-        f = self.file
-        strings = h5py.string_dtype()
-        f.create_dataset("case_names", data=np.array(self.names, dtype=object), dtype=strings, track_times=False)
-        f.create_dataset("case_spacing_mm", data=np.array(self.spacings, dtype=np.float64), track_times=False)
-        f.create_dataset("case_notes", data=np.array(self.notes, dtype=object), dtype=strings, track_times=False)
-        f.attrs["preprocess_spec"] = self.config.spec.to_json()
-        f.attrs["task"] = self.config.task
-        f.attrs["class_names"] = json.dumps(list(self.config.spec.class_names))
-        f.attrs["class_voxels"] = self.class_voxels
-        f.attrs["empty_fraction"] = self.config.empty_fraction
-        f.attrs["litseg_version"] = litseg_version()
-        f.attrs["source"] = self.config.source.name
-        f.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
 def write_case_dicom(case: PreparedCase, folder: Path, task: str) -> None:
     """The case as a DICOM CT series and a grey-level mask series (the seed's convention)."""
     identity = SeriesIdentity.derived(f"LITS-{case.name}", series_number=1, description="CT from NIfTI")
@@ -272,7 +209,7 @@ def prepare(config: PrepareConfig, progress: bool = False) -> Path:
     """Run the preparation; returns the HDF5 path."""
     cases = find_cases(config.source, config.cases)
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    h5 = _H5Set(config.out, config)
+    h5 = H5Set(config.out, config.spec, config.source.name, {"empty_fraction": config.empty_fraction})
     try:
         for n, volume_path, seg_path in tqdm(cases, desc="prepare", unit="case", disable=not progress):
             case = load_case(n, volume_path, seg_path)
@@ -282,7 +219,7 @@ def prepare(config: PrepareConfig, progress: bool = False) -> Path:
             image = preprocess(case.hu, config.spec).image.array[slices]
             labels = task_labels(np.asarray(case.labels.array)[slices], config.task)
             masks = resample_labels(np.ascontiguousarray(labels), config.spec.num_classes, config.spec.target_shape_yx)
-            h5.append(case, np.asarray(image, dtype=np.float32), masks, slices)
+            h5.append(case.name, np.asarray(image, dtype=np.float32), masks, slices, case.hu.spacing_mm, case.notes)
             log.info("case %d: %d of %d slices kept", n, slices.size, case.hu.shape_zyx[0])
         h5.finish()
     except BaseException:
@@ -313,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cases", default=None, help="case numbers to use, e.g. 0-9,15 (default: all)")
     parser.add_argument("--size", type=int, default=256, help="in-plane size of the training slices")
+    add_window_flag(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -334,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.empty_fraction,
             args.dicom_out,
             cases,
-            PreprocessSpec.for_task(args.task, target_shape_yx=(args.size, args.size)),
+            PreprocessSpec.for_task(args.task, window_hu=args.window_hu, target_shape_yx=(args.size, args.size)),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -358,6 +296,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     return 0
+
+
+def window_hu(text: str) -> tuple[float, float]:
+    """``"LO,HI"`` -> ``(lo, hi)`` HU (argparse type of ``--window-hu``)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in HU such as 0,255; got {text!r}") from None
+    if not hi > lo:
+        raise argparse.ArgumentTypeError(f"the window's HI must exceed LO; got {text!r}")
+    return lo, hi
+
+
+def add_window_flag(parser: argparse.ArgumentParser) -> None:
+    """``--window-hu LO,HI``: the model's HU window, recorded in the set's preprocessing spec."""
+    parser.add_argument(
+        "--window-hu",
+        type=window_hu,
+        default=PreprocessSpec().window_hu,
+        metavar="LO,HI",
+        help="HU window scaled to [0, 1] (default %(default)s); sets mixed in training must share it",
+    )
 
 
 def _expand(part: str) -> range:
