@@ -168,7 +168,8 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         out_dir = args.out or DEFAULT_OUT_ROOT / result.series.series_instance_uid
         paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
     except errors.LitsegError as exc:
-        print(f"litseg-run: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even when a library's message spans several
+        print(f"litseg-run: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("litseg-run: interrupted; nothing was written", file=sys.stderr)

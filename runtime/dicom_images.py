@@ -99,6 +99,17 @@ def _base(identity: SeriesIdentity, sop_class: str, sop_uid: str) -> Dataset:
     return ds
 
 
+def patient_orientation(direction: npt.NDArray[np.float64]) -> list[str]:
+    """PatientOrientation (0020,0020) of a slice: the patient directions of its rows and columns (PS3.3
+    C.7.6.1.1.1), e.g. ``["L", "P"]`` for the standard axial display; up to three letters each, by weight."""
+    codes = []
+    for axis in (direction[:, 0], direction[:, 1]):
+        letters = [("L" if v > 0 else "R", "P" if v > 0 else "A", "H" if v > 0 else "F")[i] for i, v in enumerate(axis)]
+        order = np.argsort(-np.abs(axis), kind="stable")
+        codes.append("".join(letters[i] for i in order if abs(axis[i]) > 1e-3) or "L")
+    return codes
+
+
 def _plane(ds: Dataset, volume: Volume, k: int) -> None:
     """Image Plane module for slice ``k`` of ``volume``."""
     a = volume.affine_lps
@@ -165,6 +176,8 @@ def mask_datasets(
     for k in range(array.shape[0]):
         ds = _base(identity, SecondaryCaptureImageStorage, generate_uid(entropy_srcs=[identity.series_uid, str(k)]))
         ds.Modality = "OT"
+        ds.Laterality = ""  # Type 2C (General Series): the liver is not a paired structure
+        ds.PatientOrientation = patient_orientation(labels.direction)  # Type 2C without Image Plane in SC
         ds.ConversionType = "WSD"
         ds.ImageType = ["DERIVED", "SECONDARY", "MASK"]
         _plane(ds, labels, k)
