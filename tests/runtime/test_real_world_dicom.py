@@ -1,0 +1,92 @@
+"""What real archives send, checked for what matters beyond the exit code: the SEG of a de-identified series
+is valid and references the real instances, the generated UIDs are stable, a single file stands for its
+series, and variant encodings give the very same HU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from litseg.runtime import RunConfig, read_series, segment, write_results
+from litseg.runtime.cli import main
+from tests.runtime import bad_inputs
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.fail("dciodvfy (Debian dicom3tools) is not installed; .ci/run installs it")
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120, check=False)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.parametrize("case", ["deidentified-blank-uids", "deidentified-dropped-attributes"])
+def test_deidentified_series_give_a_valid_seg_referencing_every_instance(
+    case: str, tmp_path: Path, tumor_model: Path
+) -> None:
+    bad_inputs.CASES[case].build(tmp_path / "in")
+    result = segment(tmp_path / "in", RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("seg", "json", "mask-dicom"))
+    assert _dciodvfy_errors(paths["seg"]) == []
+    assert _dciodvfy_errors(sorted(paths["mask-dicom"].iterdir())[0]) == []
+    seg = hd.seg.segread(paths["seg"])
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    # the SOP Instance UIDs the files' meta carries (the datasets' own were blanked or kept)
+    expected = {str(pydicom.dcmread(p).file_meta.MediaStorageSOPInstanceUID) for p in (tmp_path / "in").iterdir()}
+    assert referenced == expected
+    report = json.loads(paths["json"].read_text())
+    if case == "deidentified-dropped-attributes":
+        assert set(report["generated_uids"]) == {"FrameOfReferenceUID"}
+        assert str(seg.FrameOfReferenceUID) == report["generated_uids"]["FrameOfReferenceUID"]
+    else:
+        assert set(report["generated_uids"]) == {"StudyInstanceUID", "SeriesInstanceUID"}
+    again = segment(tmp_path / "in", RunConfig(model=tumor_model))
+    assert dict(again.series.generated_uids) == report["generated_uids"]  # the same files, the same UIDs
+
+
+def test_a_single_file_stands_for_its_whole_series(tmp_path: Path) -> None:
+    bad_inputs.two_series(tmp_path / "in")
+    one = sorted((tmp_path / "in" / "b").iterdir())[2]
+    series = read_series(one)
+    assert series.volume.shape_zyx[0] == bad_inputs.GEO.slices
+    assert {Path(f).parent.name for f in series.source_files} == {"b"}
+    assert "single file" in series.notes[0]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "monochrome1",
+        "per-slice-rescale",
+        "no-part10-meta",
+        "nested-folders-no-extensions",
+        "blank-series-uid-everywhere",
+    ],
+)
+def test_variant_encodings_give_the_same_hu(case: str, tmp_path: Path) -> None:
+    bad_inputs.CASES[case].build(tmp_path / "variant")  # the same anatomy as the plain series below
+    bad_inputs._write(tmp_path / "plain", bad_inputs.make_series(bad_inputs.GEO))
+    variant, plain = read_series(tmp_path / "variant").volume, read_series(tmp_path / "plain").volume
+    np.testing.assert_array_equal(variant.array, plain.array)
+    np.testing.assert_allclose(variant.affine_lps, plain.affine_lps, atol=1e-6)
+
+
+def test_quiet_run_on_a_real_series_prints_nothing(
+    real_ct: Path, tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The GE series' PatientName makes highdicom warn; that is detail for the debug log, not for the user.
+    code = main([str(real_ct / "dicom"), "--model", str(tumor_model), "--out", str(tmp_path / "o"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == "" and captured.out == ""
