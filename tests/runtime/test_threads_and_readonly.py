@@ -1,0 +1,89 @@
+"""The runtime where integrators put it: several threads on one Model (every numba threading layer), and a
+read-only install with no writable home (a locked-down container). Both run in fresh processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.factories import SeriesGeometry, make_series, write_series
+
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime"
+
+THREADS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    import numba
+    import numpy as np
+    from litseg.runtime import Model, RunConfig, segment
+    series, model_path = sys.argv[1], sys.argv[2]
+    model = Model(model_path, device="cpu")
+    config = RunConfig(model=model_path)
+    single = segment(series, config, model=model).labels.array
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: segment(series, config, model=model).labels.array, range(8)))
+    assert all(np.array_equal(r, single) for r in results), "threads disagree with one thread"
+    assert single.any(), "nothing segmented: the comparison would be empty"
+    print("layer", numba.config.THREADING_LAYER, "ok", int(single.sum()))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # large enough that every kernel splits its slices over threads (kernels.MIN_PARALLEL_VOXELS)
+    folder = tmp_path_factory.mktemp("series")
+    geo = SeriesGeometry(rows=128, columns=128, slices=24, pixel_spacing_mm=(2.0, 2.0), slice_spacing_mm=3.0)
+    write_series(make_series(geo), folder)
+    return folder
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_one_model_serves_four_threads_with_identical_results(layer: str, series: Path, tumor_model: Path) -> None:
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "LITSEG_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, str(series), str(tumor_model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert " ok " in proc.stdout
+
+
+def test_read_only_install_without_a_writable_home_still_runs(tmp_path: Path, series: Path, tumor_model: Path) -> None:
+    """The package folder and HOME mounted read-only (a private mount namespace), no NUMBA_CACHE_DIR:
+    numba has nowhere to cache, and litseg must compile in memory instead of failing at import."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and util-linux unshare to mount the package read-only (CI runs as root)")
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        f"mount --bind {RUNTIME_DIR} {RUNTIME_DIR} && mount -o remount,bind,ro {RUNTIME_DIR} && "
+        f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
+        f"! touch {RUNTIME_DIR}/.probe 2>/dev/null && "
+        f"{sys.executable} -m litseg.runtime.cli {series} --model {tumor_model} --out {tmp_path / 'out'} --quiet"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0 and "unshare failed" in proc.stderr:
+        pytest.skip(f"mount namespaces are not allowed here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "segmentation.dcm").is_file()
