@@ -25,6 +25,7 @@ from scipy import ndimage
 from litseg.runtime.errors import InputError
 from litseg.runtime.nifti import read_nifti
 from litseg.runtime.volume import Volume
+from litseg.runtime.write import strict_json
 
 CLASSES = {"liver": lambda a: a > 0, "tumor": lambda a: a == 2}
 SIZE_BINS_MM = (10.0, 20.0)  # lesion recall is reported for < 10, 10-20 and >= 20 mm
@@ -177,19 +178,37 @@ def summarize(cases: Sequence[CaseMetrics]) -> dict[str, object]:
     return out
 
 
+#: The label map inside a ``litseg-run`` output folder.
+RUN_LABELS = "labels.nii.gz"
+
+
+def _prediction_for(pred: Path, ref_name: str) -> Path | None:
+    """The prediction for reference ``ref_name`` in folder ``pred``: a same-named NIfTI file, or the label map
+    of a ``litseg-run`` output folder named after the reference (``segmentation-3/labels.nii.gz``)."""
+    stem = ref_name.removesuffix(".gz").removesuffix(".nii")
+    for candidate in (pred / ref_name, pred / stem / RUN_LABELS):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def pair_files(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
-    """Pairs (name, prediction, reference): two files, or same-named NIfTI files in two folders."""
+    """Pairs (name, prediction, reference): two files, or same-named NIfTI files in two folders; a prediction
+    may also be a ``litseg-run`` output folder (its ``labels.nii.gz``)."""
+    if pred.is_dir() and (pred / RUN_LABELS).is_file() and ref.is_file():
+        return [(ref.name, pred / RUN_LABELS, ref)]
     if pred.is_file() and ref.is_file():
         return [(ref.name, pred, ref)]
     if pred.is_dir() and ref.is_dir():
         refs = sorted(p for p in ref.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        missing = [p.name for p in refs if not (pred / p.name).is_file()]
+        found = {p.name: _prediction_for(pred, p.name) for p in refs}
+        missing = [name for name, path in found.items() if path is None]
         if missing or not refs:
             raise InputError(
-                f"no prediction for {missing or 'any reference'} in {pred}; name predictions as "
-                f"their references (e.g. segmentation-N.nii.gz)"
+                f"no prediction for {missing or 'any reference'} in {pred}; name predictions as their references "
+                f"(segmentation-N.nii.gz) or as litseg-run output folders (segmentation-N/{RUN_LABELS})"
             )
-        return [(p.name, pred / p.name, p) for p in refs]
+        return [(p.name, found[p.name], p) for p in refs]  # type: ignore[misc]
     raise InputError(f"pass two NIfTI files or two folders; got {pred} and {ref}")
 
 
@@ -210,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"litseg-eval: error: {exc}", file=sys.stderr)
         return exc.exit_code
     result = {"summary": summary, "cases": [asdict(c) for c in cases]}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    if args.json:  # strict JSON: undefined metrics (no reference lesion, ...) are null, never NaN
+        args.json.write_text(json.dumps(strict_json(result), indent=1, allow_nan=False) + "\n")
+    print(json.dumps(strict_json(summary), indent=1, allow_nan=False))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,28 @@ def test_cli_on_folders_and_mismatched_grids(tmp_path: Path) -> None:
     assert '"dice_global": 1.0' in (tmp_path / "m.json").read_text()
     write_nifti(Volume(ref, np.diag([1.0, 2.0, 3.0, 1.0])), tmp_path / "pred" / "segmentation-1.nii.gz")
     assert main([str(tmp_path / "pred"), str(tmp_path / "ref")]) == 3
+
+
+def test_cli_reads_litseg_run_output_folders_and_writes_strict_json(
+    tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from litseg.runtime.cli import main as run_main
+    from tests.factories import SeriesGeometry, make_series, phantom_labels, write_series
+
+    geo = SeriesGeometry()
+    write_series(make_series(geo), tmp_path / "dicom")
+    (tmp_path / "ref").mkdir()
+    truth = Volume(phantom_labels(geo.world_grid()), geo.affine_lps())
+    write_nifti(truth, tmp_path / "ref" / "segmentation-7.nii.gz")
+    out = tmp_path / "pred" / "segmentation-7"  # a litseg-run output folder named after its reference
+    assert run_main([str(tmp_path / "dicom"), "--model", str(tumor_model), "--out", str(out), "--quiet"]) == 0
+    assert main([str(tmp_path / "pred"), str(tmp_path / "ref"), "--json", str(tmp_path / "m.json")]) == 0
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text
+    # json.loads accepts NaN and Infinity; refuse them as a strict parser would
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert result["summary"]["liver"]["dice_per_case_mean"] > 0.8
+    assert None in result["summary"]["lesion_recall_by_diameter_mm"].values()  # a bin without lesions: null
+    # one run folder against one reference file
+    assert main([str(out), str(tmp_path / "ref" / "segmentation-7.nii.gz")]) == 0
+    assert "NaN" not in capsys.readouterr().out
