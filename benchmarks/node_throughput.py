@@ -115,6 +115,7 @@ def spool_full(root: Path, folder: Path) -> dict[str, object]:
         alive = echo(node.port).returncode == 0
         wait_for(lambda: any((root / "spool-full" / "failed").iterdir()), 60, "the incomplete series in failed/")
         (job,) = (root / "spool-full" / "failed").iterdir()
+        wait_for(lambda: not (job / "instances").exists(), 60, "the incomplete series' instances to be dropped")
         return {
             "max_spool_mb": 20,
             "instances_sent": GEOMETRY.slices,

@@ -48,6 +48,8 @@ REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.json"
 INSTANCES = "instances"
+#: Prefix of a job folder being built in queue/ (invisible to workers until renamed).
+STAGING = ".staging-"
 #: In a series folder: how many of its instances were refused because the spool was full.
 REFUSED_FILE = ".refused"
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; also what makes it a safe file name.
@@ -121,9 +123,11 @@ class Spool:
         with self._lock:
             for leftover in (self.root / "tmp").iterdir():  # a write cut short by a crash
                 _remove(leftover)
-            for job in self._jobs("queue"):
-                if not (job / INSTANCES).is_dir() and not (job / REPORT_FILE).is_file():
-                    _remove(job)  # crash between creating the job folder and moving the series into it
+            for staging in (self.root / "queue").glob(f"{STAGING}*"):
+                if (staging / INSTANCES).is_dir():  # crash after moving the series in: finish the move
+                    os.replace(staging, staging.with_name(staging.name[len(STAGING) :]))
+                else:  # crash before: the series is still in incoming/
+                    _remove(staging)
             for state in ("outbox", "done"):
                 for job in self._jobs(state):
                     _remove(job / INSTANCES)  # crash between finishing a job and dropping its instances
@@ -253,8 +257,12 @@ class Spool:
             if not src.is_dir():
                 del self._last_seen[key]
                 return None
-            dst.mkdir()
-            os.replace(src, dst / INSTANCES)
+            # Built under a hidden name, then renamed: a worker listing queue/ never sees a job without
+            # its instances (recovery finishes or removes a staging folder a crash left).
+            staging = self.root / "queue" / f"{STAGING}{job}"
+            staging.mkdir()
+            os.replace(src, staging / INSTANCES)
+            os.replace(staging, dst)
             del self._last_seen[key]
             with contextlib.suppress(OSError):
                 src.parent.rmdir()  # the study folder, when this was its last series
@@ -263,8 +271,7 @@ class Spool:
 
     # ----- jobs ---------------------------------------------------------------------------------------
     def _jobs(self, state: str) -> list[Path]:
-        folder = self.root / state
-        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        return [self.root / state / job for job in list_jobs(self.root, state)]
 
     def jobs(self, state: str) -> list[str]:
         """Job names in ``state`` (``queue``, ``outbox``, ``done``, ``failed``), oldest first."""
@@ -331,6 +338,14 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def list_jobs(root: Path, state: str) -> list[str]:
+    """Job folders of a state, oldest first (hidden staging folders are not jobs yet)."""
+    folder = Path(root) / state
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .spool import ERROR_FILE, SUMMARY_FILE, iter_incoming, read_json
+from .spool import ERROR_FILE, SUMMARY_FILE, iter_incoming, list_jobs, read_json
 
 #: Timing stages shown in the per-series line, in pipeline order.
 STAGES = ("read", "preprocess", "inference", "postprocess", "write", "send")
@@ -30,11 +30,6 @@ def _node_alive(pid: int) -> bool:
     return b"litseg" in cmdline
 
 
-def _jobs(root: Path, state: str) -> list[str]:
-    folder = root / state
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-
-
 def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
     """Counts per state and the most recent finished or failed series of the spool at ``root``."""
     root = Path(root)
@@ -42,7 +37,7 @@ def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
     pid = node.get("pid")
     running = isinstance(pid, int) and _node_alive(pid)
     incoming = list(iter_incoming(root))
-    done, failed = _jobs(root, "done"), _jobs(root, "failed")
+    done, failed = list_jobs(root, "done"), list_jobs(root, "failed")
     finished = sorted([(j, "done") for j in done[-recent:]] + [(j, "failed") for j in failed[-recent:]])[-recent:]
     recent_rows = []
     for job, state in reversed(finished):
@@ -55,8 +50,8 @@ def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
         "spool": str(root),
         "node": {**node, "running": running} if node else {"running": False},
         "receiving": {"series": len(incoming), "instances": sum(n for _, n in incoming)},
-        "queue_depth": len(_jobs(root, "queue")),
-        "awaiting_delivery": len(_jobs(root, "outbox")),
+        "queue_depth": len(list_jobs(root, "queue")),
+        "awaiting_delivery": len(list_jobs(root, "outbox")),
         "done": len(done),
         "failed": len(failed),
         "recent": recent_rows,

@@ -72,7 +72,10 @@ def test_spool_recovers_exactly_what_a_crash_leaves(tmp_path: Path) -> None:
     assert not (tmp_path / "spool" / "incoming" / STUDY).exists()
     # crash leftovers: a partial write, an empty job folder, a result already computed for another job
     (tmp_path / "spool" / "tmp" / "x.part").write_bytes(b"partial")
-    (tmp_path / "spool" / "queue" / "00000000000000000001-9.9").mkdir()
+    (tmp_path / "spool" / "queue" / ".staging-00000000000000000001-9.9").mkdir()  # before the series moved in
+    staged = tmp_path / "spool" / "queue" / ".staging-00000000000000000002-8.8"  # after: the move is finished
+    (staged / "instances").mkdir(parents=True)
+    (staged / "instances" / "8.8.1.dcm").write_bytes(b"f" * 3)
     spool.store(SeriesKey(STUDY, "5.5"), "5.5.1", b"d" * 5)
     done_job = spool.close_series(SeriesKey(STUDY, "5.5"))
     spool.write_result(done_job, b"SEG", {"series_instance_uid": "5.5"})
@@ -80,9 +83,10 @@ def test_spool_recovers_exactly_what_a_crash_leaves(tmp_path: Path) -> None:
 
     again = Spool(tmp_path / "spool")
     counts = again.open()
-    assert counts == {"queue": 2, "outbox": 0, "done": 0, "failed": 0, "incoming": 1}
+    assert counts == {"queue": 3, "outbox": 0, "done": 0, "failed": 0, "incoming": 1}
     assert list((tmp_path / "spool" / "tmp").iterdir()) == []
-    assert again.jobs("queue") == sorted([job, done_job])
+    assert again.jobs("queue") == sorted([job, done_job, "00000000000000000002-8.8"])
+    assert [p.name for p in (tmp_path / "spool" / "queue").iterdir() if p.name.startswith(".")] == []
     assert again.has_result(done_job) and not again.has_result(job)
     assert again.idle_series(0.0) == [KEY]
     again.finish(done_job, deliver=True)
