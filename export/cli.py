@@ -52,7 +52,8 @@ def _member_metadata(ckpt: Checkpoint) -> dict[str, object]:
         "validation_metrics": {k: v for k, v in last.items() if k.startswith("val_")},
         "epochs_trained": ckpt.epoch,
     }
-    data = ckpt.metrics.get("data") or _data_summary_from_set(Path(ckpt.config.data), ckpt.config)
+    # checkpoints from before the summary was recorded were trained on one set
+    data = ckpt.metrics.get("data") or _data_summary_from_set(Path(ckpt.config.data[0]), ckpt.config)
     if data:
         member["training_data"] = data
     return member

@@ -15,10 +15,17 @@ from torch.utils.data import Dataset
 
 from litseg.runtime.spec import PreprocessSpec
 
+from .h5set import LIVER_OR_TUMOR, MASK_VALUES
+
 
 @dataclass(frozen=True)
 class SetInfo:
-    """What the HDF5 file says about itself."""
+    """What the HDF5 file says about itself.
+
+    ``case_split`` is the split recorded in the file (``train`` / ``val`` / ``test`` per case, e.g. the
+    fixed MSD split), None when the trainer draws one; ``use`` is ``"test"`` for a set that must never
+    be trained on.
+    """
 
     spec: PreprocessSpec
     task: str
@@ -26,19 +33,46 @@ class SetInfo:
     case_names: tuple[str, ...]
     case_index: np.ndarray  # per slice
     slices: int
+    case_split: tuple[str, ...] | None = None
+    use: str = "train"
+
+
+def _strings(values: np.ndarray) -> tuple[str, ...]:
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
 
 
 def read_info(path: Path) -> SetInfo:
     with h5py.File(path, "r") as f:
-        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in f["case_names"][:])
         return SetInfo(
             spec=PreprocessSpec.from_json(str(f.attrs["preprocess_spec"])),
             task=str(f.attrs["task"]),
             class_voxels=np.asarray(f.attrs["class_voxels"]),
-            case_names=names,
+            case_names=_strings(f["case_names"][:]),
             case_index=f["case_index"][:],
             slices=int(f["images"].shape[0]),
+            case_split=_strings(f["case_split"][:]) if "case_split" in f else None,
+            use=str(f.attrs.get("use", "train")),
         )
+
+
+def slice_label_counts(path: Path, indices: np.ndarray) -> np.ndarray:
+    """``(len(indices), 4)`` pixel counts of the label values 0-3 of those slices (from the set's
+    ``slice_class_voxels``; counted from the masks for sets written before it)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    with h5py.File(path, "r") as f:
+        if "slice_class_voxels" in f:
+            table = f["slice_class_voxels"][:]
+            return np.asarray(table[indices], dtype=np.int64)
+        masks = f["masks"]
+        return np.array([np.bincount(masks[int(i)].ravel(), minlength=MASK_VALUES) for i in indices], np.int64)
+
+
+def class_voxels_of(counts: np.ndarray, num_classes: int) -> np.ndarray:
+    """Voxels per class from label-value counts; liver-or-tumor pixels count as liver."""
+    voxels: np.ndarray = np.asarray(counts, dtype=np.float64).sum(axis=0)[:num_classes].copy()
+    if num_classes == 3:
+        voxels[1] += float(np.asarray(counts)[:, LIVER_OR_TUMOR].sum())
+    return voxels
 
 
 def data_summary(path: Path, info: SetInfo, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, object]:
@@ -60,7 +94,17 @@ def data_summary(path: Path, info: SetInfo, train_idx: np.ndarray, val_idx: np.n
 
 
 def patient_split(info: SetInfo, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slice indices of training and validation sets, split by case (no patient in both)."""
+    """Slice indices of training and validation sets, split by case (no patient in both).
+
+    A split recorded in the set (``case_split``) wins over ``val_fraction`` and ``seed``; its ``test``
+    cases are in neither part.
+    """
+    if info.case_split is not None:
+        split = np.array(info.case_split)[info.case_index]
+        train_idx, val_idx = np.nonzero(split == "train")[0], np.nonzero(split == "val")[0]
+        if train_idx.size == 0 or val_idx.size == 0:
+            raise ValueError(f"the set's recorded split needs train and val cases; got {sorted(set(info.case_split))}")
+        return train_idx, val_idx
     n_cases = len(info.case_names)
     if n_cases < 2:
         raise ValueError(f"a patient-wise split needs at least 2 cases; the set has {n_cases}")
@@ -84,6 +128,13 @@ class Augment:
     rotate_deg: float = 10.0
     scale: tuple[float, float] = (0.9, 1.1)
     probability: float = 0.8
+
+    @classmethod
+    def for_window(cls, window_hu: tuple[float, float]) -> Augment:
+        """The default augmentation with the brightness shift (+-40 HU) and noise (20 HU) kept in HU for
+        this window (the defaults are written for the 500 HU window -200..300)."""
+        units_per_hu = 1.0 / (window_hu[1] - window_hu[0])
+        return cls(shift=40.0 * units_per_hu, noise_sd=20.0 * units_per_hu)
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, g: torch.Generator

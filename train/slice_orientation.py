@@ -29,12 +29,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
 from litseg.runtime.geometry import Reorientation
+
+GenericT = TypeVar("GenericT", bound=np.generic)
 
 #: The 8 transforms of a square slice, identity first (transpose, then flip rows, then flip columns).
 DIHEDRAL: tuple[Reorientation, ...] = tuple(
@@ -119,7 +122,7 @@ def _centred_centroid(mask: npt.NDArray[np.bool_]) -> tuple[float, float]:
 
 def _span_fill(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     """Each row filled from its first to its last set pixel."""
-    any_set = mask.any(axis=1)
+    any_set = np.asarray(mask.any(axis=1))
     first = np.argmax(mask, axis=1)
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
     cols = np.arange(mask.shape[1])
@@ -198,10 +201,12 @@ def recover(hu: npt.NDArray[np.floating], liver: npt.NDArray[np.bool_]) -> Orien
     return choose([scores(cues(hu, liver))])
 
 
-def apply(t: Reorientation, image: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+def apply(t: Reorientation, image: npt.NDArray[GenericT]) -> npt.NDArray[GenericT]:
     """Apply a transform to one 2-D slice (the runtime's reorientation kernel on a one-slice stack; a
     boolean mask goes through as uint8)."""
     array = np.ascontiguousarray(image)
     if array.dtype == np.bool_:
-        return t.apply_array(array.view(np.uint8)[None])[0].view(np.bool_)
-    return t.apply_array(array[None])[0]
+        out = t.apply_array(array.view(np.uint8)[None])[0].view(np.bool_)
+    else:
+        out = t.apply_array(array[None])[0]
+    return np.asarray(out, dtype=array.dtype)

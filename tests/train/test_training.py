@@ -21,9 +21,9 @@ from litseg.train.model_card import card, case_order, hardware
 from litseg.train.phantom import PhantomOptions, generate_case, write_case
 from litseg.train.prepare import PrepareConfig, prepare
 from litseg.train.trainer import (
+    EpochPlan,
     TrainConfig,
     autocast_dtype,
-    epoch_sampler,
     init_from,
     load_checkpoint,
     scheduled_lr,
@@ -180,10 +180,10 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
 def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_path: Path) -> None:
     config = _tiny_config(tiny_set, tmp_path / "boost", epochs=1, rare_class_boost=4.0)
     assert train(config).is_file()
-    rare = np.zeros(100)
-    rare[:10] = 1  # 10 % of the slices show tumor
-    uniform = np.array(list(epoch_sampler(rare, 4000, 1.0, seed=0)))
-    boosted = np.array(list(epoch_sampler(rare, 4000, 9.0, seed=0)))
+    rare = np.zeros(100, dtype=bool)
+    rare[:10] = True  # 10 % of the slices show tumor
+    uniform = EpochPlan((0,), (rare,), (4000,), boost=1.0).indices(epoch=0)
+    boosted = EpochPlan((0,), (rare,), (4000,), boost=9.0).indices(epoch=0)
     assert rare[uniform].mean() == pytest.approx(0.1, abs=0.03)
     assert rare[boosted].mean() == pytest.approx(0.5, abs=0.05)  # 10 x 9 / (10 x 9 + 90)
     with pytest.raises(ValueError, match="rare_class_boost"):
