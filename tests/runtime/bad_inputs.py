@@ -449,6 +449,7 @@ CASES: dict[str, Case] = {
     "model-input-size-mismatch": Case(_model_args("fixed-128"), EXIT_MODEL, "preprocessing spec needs"),
     "model-class-count-mismatch": Case(_model_args("two-classes"), EXIT_MODEL, "classes"),
     "model-not-onnx": Case(_model_args("junk"), EXIT_MODEL, "cannot load model"),
+    "model-fails-at-inference": Case(_model_args("run-fails"), EXIT_MODEL, "failed during inference"),
     "gpu-without-gpu": Case(_flags("--device", "gpu"), EXIT_DEVICE, "no usable CUDA GPU"),
     # flags
     "unknown-format": Case(_flags("--formats", "seg,png"), EXIT_USAGE, "--formats"),

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from litseg.runtime.cli import main
+from litseg.runtime.model import NAME_METADATA_KEY, VERSION_METADATA_KEY
 from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 from tests.factories import make_intensity_model
 from tests.runtime.bad_inputs import CASES
@@ -47,6 +49,25 @@ def _model(kind: str, folder: Path, good: Path) -> Path:
             if entry.key == SPEC_METADATA_KEY:
                 entry.value = PreprocessSpec(target_shape_yx=(64, 64)).to_json()
         onnx.save(proto, str(path))
+    elif kind == "run-fails":  # loads fine, but its Reshape to one 64x64 slice fails on a batch of 5
+        graph = helper.make_graph(
+            [
+                helper.make_node("Reshape", ["x", "shape"], ["y"]),
+                helper.make_node("Concat", ["y", "y", "y"], ["logits"], axis=1),
+                helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+            ],
+            "fails",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "h", "w"])],
+            [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+            [helper.make_tensor("shape", TensorProto.INT64, [4], [1, 1, 64, 64])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        spec = PreprocessSpec(target_shape_yx=(64, 64))
+        helper.set_model_props(
+            model, {SPEC_METADATA_KEY: spec.to_json(), NAME_METADATA_KEY: "fails", VERSION_METADATA_KEY: "0"}
+        )
+        onnx.save(model, str(path))
     return path
 
 
