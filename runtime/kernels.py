@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -37,13 +37,11 @@ import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 #: Below this many output voxels per call a kernel runs on the calling thread only.
 MIN_PARALLEL_VOXELS = 1 << 18
 
 
-def jit(fn: F) -> F:
+def jit(fn: Callable[..., Any]) -> Any:
     """``numba.njit(nogil=True)`` with an on-disk cache when one can be written, else without one.
 
     numba raises "cannot cache function ... no locator available" at decoration time when neither the
@@ -51,10 +49,10 @@ def jit(fn: F) -> F:
     with no home); litseg must still run there, compiling in memory.
     """
     try:
-        return nb.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
+        return nb.njit(cache=True, nogil=True)(fn)
     except RuntimeError as exc:
         log.debug("numba cache unavailable for %s (%s); compiling in memory", fn.__name__, exc)
-        return nb.njit(cache=False, nogil=True)(fn)  # type: ignore[no-any-return]
+        return nb.njit(cache=False, nogil=True)(fn)
 
 
 def worker_threads() -> int:

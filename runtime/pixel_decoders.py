@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from pydicom import uid
-from pydicom.pixels.decoders import JPEGBaseline8BitDecoder, JPEGExtended12BitDecoder
+from pydicom.pixels.decoders.base import JPEGBaseline8BitDecoder, JPEGExtended12BitDecoder
 
 log = logging.getLogger(__name__)
 
