@@ -4,6 +4,10 @@ The public API::
 
     segment(source, config=None, model=None, progress=None) -> SegmentationResult
     write_results(result, out_dir, formats=("seg", "nifti", "json")) -> dict[str, Path]
+    Segmenter(config=None, model=None)(source) -> SegmentationResult; .seg_dataset(result) -> SEG dataset
+        (thread-safe, in memory: for embedding in a service; docs/embedding.md)
+
+A DICOM node on top of this API is ``litseg.runtime.node`` (``litseg-serve``); the runtime never imports it.
 """
 
 import logging
@@ -11,6 +15,7 @@ import logging
 from .api import RunConfig, SegmentationResult, default_model_path, segment, write_results
 from .errors import DeviceError, InputError, LitsegError, ModelError, OutputError
 from .model import Model, ModelInfo
+from .segmenter import Segmenter
 from .series import DicomSeries, read_series
 from .spec import PreprocessSpec
 from .volume import Volume
@@ -29,6 +34,7 @@ __all__ = [
     "PreprocessSpec",
     "RunConfig",
     "SegmentationResult",
+    "Segmenter",
     "Volume",
     "default_model_path",
     "read_series",
