@@ -216,7 +216,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
                 "history": history,
                 "best_val_mean_fg_dice": max(best, score),
                 "data": data,
-                "class_weights": [round(float(w), 6) for w in weights],
+                "class_weights": [float(w) for w in weights],
             }
             save_checkpoint(out / "checkpoint-last.pt", model, optimizer, config, spec, epoch + 1, metrics)
             if score > best:

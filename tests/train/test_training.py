@@ -146,6 +146,8 @@ def test_export_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
+    """Two processes draw one epoch sample and shard it: --slices-per-epoch, --rare-class-boost and --mix
+    hold under torchrun (they used to be ignored there: every process ran over the whole set)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -157,6 +159,14 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
         "litseg.train.trainer",
         "--data",
         str(tiny_set),
+        "--data",
+        str(tiny_set),
+        "--mix",
+        "0.5,0.5",
+        "--slices-per-epoch",
+        "12",
+        "--rare-class-boost",
+        "3",
         "--out",
         str(tmp_path / "ddp"),
         "--epochs",
@@ -175,6 +185,8 @@ def test_ddp_with_two_cpu_processes(tiny_set: Path, tmp_path: Path) -> None:
     log = json.loads((tmp_path / "ddp" / "log.json").read_text())
     assert len(log) == 1 and np.isfinite(log[0]["train_loss"])
     assert log[0]["hardware"] == "2 processes x CPU, 1 threads"
+    assert log[0]["samples"] == 12  # 6 per process in 3 batches of 2, not the whole training split
+    assert {"val_set_dice_tumor", "val_set+_dice_tumor"} <= set(log[0])  # one column group per --data
 
 
 def test_rare_class_boost_samples_tumor_slices_more_often(tiny_set: Path, tmp_path: Path) -> None:
