@@ -143,8 +143,121 @@ def _deform_grid(deform, z, origin, px, py, ny, nx):  # type: ignore[no-untyped-
     return grid
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _voxel(  # type: ignore[no-untyped-def]
+    prims,
+    seg,
+    n_seg,
+    first_labelled,
+    grid,
+    ja,
+    fj,
+    i,
+    x,
+    y,
+    z,
+    px,
+    py,
+    thickness,
+    tex,
+    tex_origin,
+    tex_step,
+    background,
+):
+    """Composite the shapes ``seg[:n_seg]`` (back to front) that can cover voxel ``(x, y, z)``."""
+    # Front to back: stop once the voxel is opaque and its label is known.
+    v = 0.0
+    transmit = 1.0
+    lab = -1
+    tumor_pending = False
+    have_d = False
+    have_t = False
+    wx = x
+    wy = y
+    wz = z
+    tval = 0.0
+    for a in range(n_seg - 1, -1, -1):
+        prm = prims[seg[a]]
+        if transmit == 0.0:  # opaque: only shapes that set labels still matter
+            if lab != -1 or a < first_labelled:
+                break
+            if prm[LABEL] == KEEP:
+                continue
+        if prm[DEFORM] > 0.5:
+            if not have_d:
+                gi = i / DEFORM_STEP_PX
+                ia = int(gi)
+                fi = gi - ia
+                w00 = (1 - fj) * (1 - fi)
+                w01 = (1 - fj) * fi
+                w10 = fj * (1 - fi)
+                w11 = fj * fi
+                wx = x + (
+                    w00 * grid[ja, ia, 0]
+                    + w01 * grid[ja, ia + 1, 0]
+                    + w10 * grid[ja + 1, ia, 0]
+                    + w11 * grid[ja + 1, ia + 1, 0]
+                )
+                wy = y + (
+                    w00 * grid[ja, ia, 1]
+                    + w01 * grid[ja, ia + 1, 1]
+                    + w10 * grid[ja + 1, ia, 1]
+                    + w11 * grid[ja + 1, ia + 1, 1]
+                )
+                wz = z + (
+                    w00 * grid[ja, ia, 2]
+                    + w01 * grid[ja, ia + 1, 2]
+                    + w10 * grid[ja + 1, ia, 2]
+                    + w11 * grid[ja + 1, ia + 1, 2]
+                )
+                have_d = True
+            cov, f = _shape(prm, wx, wy, wz, px, py, thickness)
+        else:
+            cov, f = _shape(prm, x, y, z, px, py, thickness)
+        if cov <= 0.0:
+            continue
+        if cov >= 0.5 and lab == -1:
+            # paint order semantics: tumor counts only over liver; CLEAR and LIVER settle it
+            code = int(prm[LABEL])
+            if code == LIVER:
+                lab = 2 if tumor_pending else 1
+            elif code == CLEAR:
+                lab = 0
+            elif code == TUMOR:
+                tumor_pending = True
+        if transmit > 0.0:
+            value = prm[HU]
+            if prm[CORE_FRAC] > 0.0:
+                value += (prm[CORE_HU] - value) * _clamp01((prm[CORE_FRAC] - f) / 0.15 + 0.5)
+            if prm[RIM_FRAC] > 0.0:
+                value += (prm[RIM_HU] - value) * _clamp01((f - prm[RIM_FRAC]) / 0.1 + 0.5)
+            if prm[TEXTURE] > 0.0:
+                if not have_t:
+                    tval = _texture(tex, tex_origin, tex_step, x, y, z)
+                    have_t = True
+                value += prm[TEXTURE] * tval
+            v += transmit * cov * value
+            transmit *= 1.0 - cov
+            if transmit < 1e-4:
+                transmit = 0.0
+    return v + transmit * background, max(lab, 0)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _columns(lo, hi, ox, px, nx):  # type: ignore[no-untyped-def]
+    """First column and one past the last whose centre x lies in ``[lo, hi]`` (clipped to the row)."""
+    c0 = max(math.ceil((lo - ox) / px), 0)
+    c1 = min(math.floor((hi - ox) / px) + 1, nx)
+    return c0, c1
+
+
 @nb.njit(parallel=True, cache=True, nogil=True, fastmath=True, error_model="numpy")
 def render_kernel(prims, deform, tex, tex_origin, tex_step, origin, spacing, thickness, hu, labels, background):  # type: ignore[no-untyped-def]
+    """Rasterise the shapes ``prims`` (rows of parameters, back to front) into ``hu`` and ``labels``.
+
+    Each row of voxels is cut into column segments at the shapes' bounding boxes, so a voxel visits only
+    the shapes whose boxes contain it, front to back, until it is opaque and its label is known.
+    """
     nz, ny, nx = hu.shape
     px, py, dz_step = spacing[0], spacing[1], spacing[2]
     n_prims = prims.shape[0]
@@ -159,101 +272,69 @@ def render_kernel(prims, deform, tex, tex_origin, tex_step, origin, spacing, thi
                 n_slice += 1
         grid = _deform_grid(deform, z, origin, px, py, ny, nx)
         active = np.empty(n_slice, dtype=np.int64)
+        start = np.empty(n_slice, dtype=np.int64)
+        stop = np.empty(n_slice, dtype=np.int64)
+        cuts = np.empty(2 * n_slice + 2, dtype=np.int64)
+        seg = np.empty(n_slice, dtype=np.int64)
         for j in range(ny):
             y = origin[1] + j * py
             n_active = 0
-            first_labelled = n_slice  # position of the backmost shape that sets a label
             for a in range(n_slice):
                 p = in_slice[a]
                 if prims[p, YMIN] <= y <= prims[p, YMAX]:
-                    if prims[p, LABEL] != KEEP and first_labelled == n_slice:
-                        first_labelled = n_active
-                    active[n_active] = p
-                    n_active += 1
+                    c0, c1 = _columns(prims[p, XMIN], prims[p, XMAX], origin[0], px, nx)
+                    if c0 < c1:
+                        active[n_active] = p
+                        start[n_active] = c0
+                        stop[n_active] = c1
+                        n_active += 1
+            cuts[0] = 0
+            cuts[1] = nx
+            for a in range(n_active):
+                cuts[2 + 2 * a] = start[a]
+                cuts[3 + 2 * a] = stop[a]
+            bounds = np.sort(cuts[: 2 + 2 * n_active])
             gj = j / DEFORM_STEP_PX
             ja = int(gj)
             fj = gj - ja
-            for i in range(nx):
-                x = origin[0] + i * px
-                # Front to back: stop once the voxel is opaque and its label is known.
-                v = 0.0
-                transmit = 1.0
-                lab = -1
-                tumor_pending = False
-                have_d = False
-                have_t = False
-                wx = x
-                wy = y
-                wz = z
-                tval = 0.0
-                for a in range(n_active - 1, -1, -1):
-                    prm = prims[active[a]]
-                    if transmit == 0.0:  # opaque: only shapes that set labels still matter
-                        if lab != -1 or a < first_labelled:
-                            break
-                        if prm[LABEL] == KEEP:
-                            continue
-                    if x < prm[XMIN] or x > prm[XMAX]:
-                        continue
-                    if prm[DEFORM] > 0.5:
-                        if not have_d:
-                            gi = i / DEFORM_STEP_PX
-                            ia = int(gi)
-                            fi = gi - ia
-                            w00 = (1 - fj) * (1 - fi)
-                            w01 = (1 - fj) * fi
-                            w10 = fj * (1 - fi)
-                            w11 = fj * fi
-                            wx = x + (
-                                w00 * grid[ja, ia, 0]
-                                + w01 * grid[ja, ia + 1, 0]
-                                + w10 * grid[ja + 1, ia, 0]
-                                + w11 * grid[ja + 1, ia + 1, 0]
-                            )
-                            wy = y + (
-                                w00 * grid[ja, ia, 1]
-                                + w01 * grid[ja, ia + 1, 1]
-                                + w10 * grid[ja + 1, ia, 1]
-                                + w11 * grid[ja + 1, ia + 1, 1]
-                            )
-                            wz = z + (
-                                w00 * grid[ja, ia, 2]
-                                + w01 * grid[ja, ia + 1, 2]
-                                + w10 * grid[ja + 1, ia, 2]
-                                + w11 * grid[ja + 1, ia + 1, 2]
-                            )
-                            have_d = True
-                        cov, f = _shape(prm, wx, wy, wz, px, py, thickness)
-                    else:
-                        cov, f = _shape(prm, x, y, z, px, py, thickness)
-                    if cov <= 0.0:
-                        continue
-                    if cov >= 0.5 and lab == -1:
-                        # paint order semantics: tumor counts only over liver; CLEAR and LIVER settle it
-                        code = int(prm[LABEL])
-                        if code == LIVER:
-                            lab = 2 if tumor_pending else 1
-                        elif code == CLEAR:
-                            lab = 0
-                        elif code == TUMOR:
-                            tumor_pending = True
-                    if transmit > 0.0:
-                        value = prm[HU]
-                        if prm[CORE_FRAC] > 0.0:
-                            value += (prm[CORE_HU] - value) * _clamp01((prm[CORE_FRAC] - f) / 0.15 + 0.5)
-                        if prm[RIM_FRAC] > 0.0:
-                            value += (prm[RIM_HU] - value) * _clamp01((f - prm[RIM_FRAC]) / 0.1 + 0.5)
-                        if prm[TEXTURE] > 0.0:
-                            if not have_t:
-                                tval = _texture(tex, tex_origin, tex_step, x, y, z)
-                                have_t = True
-                            value += prm[TEXTURE] * tval
-                        v += transmit * cov * value
-                        transmit *= 1.0 - cov
-                        if transmit < 1e-4:
-                            transmit = 0.0
-                hu[k, j, i] = v + transmit * background
-                labels[k, j, i] = max(lab, 0)
+            for b in range(bounds.size - 1):
+                s0 = bounds[b]
+                s1 = bounds[b + 1]
+                if s1 <= s0:
+                    continue
+                # the shapes covering this whole segment, in paint order
+                n_seg = 0
+                first_labelled = n_slice  # position of the backmost shape that sets a label
+                for a in range(n_active):
+                    if start[a] <= s0 and stop[a] >= s1:
+                        if prims[active[a], LABEL] != KEEP and first_labelled == n_slice:
+                            first_labelled = n_seg
+                        seg[n_seg] = active[a]
+                        n_seg += 1
+                for i in range(s0, s1):
+                    x = origin[0] + i * px
+                    v, lab = _voxel(
+                        prims,
+                        seg,
+                        n_seg,
+                        first_labelled,
+                        grid,
+                        ja,
+                        fj,
+                        i,
+                        x,
+                        y,
+                        z,
+                        px,
+                        py,
+                        thickness,
+                        tex,
+                        tex_origin,
+                        tex_step,
+                        background,
+                    )
+                    hu[k, j, i] = v
+                    labels[k, j, i] = lab
 
 
 @nb.njit(parallel=True, cache=True, nogil=True, fastmath=True)
