@@ -35,6 +35,7 @@ class SetInfo:
     slices: int
     case_split: tuple[str, ...] | None = None
     use: str = "train"
+    provenance: str | None = None  # where real data came from, with its licences (litseg-prepare-real)
 
 
 def _strings(values: np.ndarray) -> tuple[str, ...]:
@@ -52,6 +53,7 @@ def read_info(path: Path) -> SetInfo:
             slices=int(f["images"].shape[0]),
             case_split=_strings(f["case_split"][:]) if "case_split" in f else None,
             use=str(f.attrs.get("use", "train")),
+            provenance=str(f.attrs["provenance"]) if "provenance" in f.attrs else None,
         )
 
 
@@ -90,6 +92,7 @@ def data_summary(path: Path, info: SetInfo, train_idx: np.ndarray, val_idx: np.n
         "class_voxel_fraction": {
             name: round(float(v / voxels.sum()), 6) for name, v in zip(info.spec.class_names, voxels, strict=True)
         },
+        **({"provenance": info.provenance} if info.provenance else {}),
     }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from litseg.runtime import Model, RunConfig, segment
 
+from .model_card_real import data_lines, evaluation_lines, headline, uses_real_data
 from .nrrd import read_nrrd
 
 REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dcmqi-ct-3slice"
@@ -57,11 +58,21 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     training = json.loads(model.info.metadata.get("litseg.training", "{}"))
     data = json.loads(model.info.metadata.get("litseg.training_data", "{}"))
     real = real_ct_liver_dice(model_path)
+    phantom_data = (
+        f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"
+        + (
+            f": {data['cases']} cases, {data['train_cases']} for training ({data['train_slices']} slices) and "
+            f"{data['val_cases']} for validation ({data['val_slices']} slices), split by case"
+            + (" (each member draws its own split)." if members else ".")
+            if data
+            else "."
+        )
+    )
+    dice_columns = [k for k in history[0] if k.startswith("val_") and "_dice_" in k]
     lines = [
         f"# Model card: {model.info.name} {model.info.version}",
         "",
-        "**Trained on synthetic phantoms only. Not for clinical use.** It shows the litseg pipeline working end",
-        "to end; train on LiTS17 for real use (README, 'Running on your data').",
+        *headline(data),
         "",
         "## Model",
         f"- Task `{task}`, classes {list(model.spec.class_names)}; "
@@ -96,14 +107,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         ),
         "",
         "## Training",
-        f"- Data: litseg phantoms (`litseg-phantom --seed 1000`), prepared by `litseg-prepare --task {task}`"
-        + (
-            f": {data['cases']} cases, {data['train_cases']} for training ({data['train_slices']} slices) and "
-            f"{data['val_cases']} for validation ({data['val_slices']} slices), split by case"
-            + (" (each member draws its own split)." if members else ".")
-            if data
-            else "."
-        ),
+        *(data_lines(data, bool(members)) or [phantom_data]),
         f"- Recipe: `make models` (train/recipe.sh); loss `{training.get('loss') or 'default'}`, Adam, batch "
         f"{training.get('batch_size')}, class weights capped at {training.get('weight_cap')}x the smallest, "
         f"rare-class boost {training.get('rare_class_boost')}, augmentation (intensity, noise, rotation, scale; "
@@ -114,15 +118,13 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         "",
         ("| member " if members else "")
         + "| epoch | samples | patch | lr | precision | train loss | "
-        + " | ".join(k for k in history[0] if k.startswith("val_dice_"))
+        + " | ".join(k.removeprefix("val_") for k in dice_columns)
         + " |",
-        ("|---" if members else "")
-        + "|---|---|---|---|---|---|"
-        + "---|" * sum(1 for k in history[0] if k.startswith("val_dice_")),
+        ("|---" if members else "") + "|---|---|---|---|---|---|" + "---|" * len(dice_columns),
     ]
     for member, rows in enumerate(histories, start=1):
         for r in rows:
-            vals = " | ".join(f"{r[k]:.4f}" for k in r if k.startswith("val_dice_"))
+            vals = " | ".join(f"{r[k]:.4f}" if k in r else "" for k in dice_columns)
             lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
             precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
             head = f"| {member} " if members else ""
@@ -158,6 +160,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
                 f"| {c['case']} | {c['liver']['dice']:.4f} | {c['tumor']['dice']:.4f} | "
                 f"{c['lesions_ref']} / {c['lesions_pred']} / {c['lesions_detected']} |"
             )
+    lines += evaluation_lines(work, task)
     lines += [
         "",
         "## Real CT check",
@@ -166,7 +169,12 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         + (f"**{real:.4f}**." if real is not None else "not measured (data absent)."),
         "",
         "## Limits",
-        "- Phantom anatomy is drawn from analytic shapes; real livers, lesions and neighbours vary far more.",
+        "- Phantom anatomy is drawn from analytic shapes; real livers, lesions and neighbours vary far more."
+        + (
+            " The real slices carry no tumor labels (MSD merged liver and tumor): tumor is learnt from phantoms only."
+            if uses_real_data(data)
+            else ""
+        ),
         *(
             [
                 "- Lesion recall falls with size (by diameter above): lesions under 10 mm, 6 pixels or fewer at",
