@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,3 +48,77 @@ def test_bench_preprocess_full(benchmark) -> None:  # type: ignore[no-untyped-de
     vol = Volume(HU, affine)
     out = benchmark(preprocess, vol, PreprocessSpec())
     assert out.image.shape_zyx == (64, 256, 256)
+
+
+# ----- baselines of the whole preprocessing (issue 15): the same input, the same work, the same run ---------
+# litseg's preprocess above: padding read as air, reorient (this affine mirrors x), anti-aliased bilinear
+# resample to 256x256, window to [0, 1]. Target: numba >= 20x scipy.ndimage.zoom, >= 1.2x OpenCV, and within
+# 1.5x of a plain copy of the same bytes (``python -m benchmarks.report``).
+PREPROCESS_GROUP = "preprocess 64x512x512 (mirrored)"
+SPEC = PreprocessSpec()
+AIR_HU = -1024.0
+
+
+def _window(array: np.ndarray) -> np.ndarray:
+    lo, hi = SPEC.window_hu
+    return (np.clip(array, lo, hi) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+
+
+def _opencv_pipeline(hu: np.ndarray, interpolation: int) -> np.ndarray:
+    import cv2
+
+    h, w = SPEC.target_shape_yx
+    out = np.empty((hu.shape[0], h, w), dtype=np.float32)
+    for k, hu_slice in enumerate(hu):
+        # resize, then mirror the small result (the filter is symmetric, so the order does not matter)
+        out[k] = cv2.resize(np.maximum(hu_slice, np.float32(AIR_HU)), (w, h), interpolation=interpolation)[:, ::-1]
+    return _window(out)
+
+
+def _scipy_zoom_pipeline(hu: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    h, w = SPEC.target_shape_yx
+    canonical = np.maximum(hu, np.float32(AIR_HU))[:, :, ::-1]
+    zoomed = ndimage.zoom(canonical, (1.0, h / hu.shape[1], w / hu.shape[2]), order=1, prefilter=False)
+    return _window(zoomed)
+
+
+def _agrees_with_litseg(pipeline: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Largest difference to litseg's preprocess on a smooth ramp (random HU differ by filter shape alone),
+    away from the border; a wrong mirror or window shows as ~1."""
+    ramp = np.broadcast_to(np.linspace(-400.0, 500.0, 512, dtype=np.float32), (2, 512, 512)).copy()
+    reference = np.asarray(preprocess(Volume(ramp, np.diag([-0.7, 0.7, 1.5, 1.0])), SPEC).image.array)
+    return float(np.abs(pipeline(ramp) - reference)[:, 4:-4, 4:-4].max())
+
+
+@pytest.mark.benchmark(group=PREPROCESS_GROUP)
+def test_bench_preprocess_opencv_area_baseline(benchmark) -> None:  # type: ignore[no-untyped-def]
+    import cv2  # opencv-python-headless, dev extra
+
+    out = benchmark(_opencv_pipeline, HU, cv2.INTER_AREA)
+    assert out.shape == (64, 256, 256)
+    assert _agrees_with_litseg(lambda hu: _opencv_pipeline(hu, cv2.INTER_AREA)) < 1e-3
+
+
+@pytest.mark.benchmark(group=PREPROCESS_GROUP)
+def test_bench_preprocess_opencv_linear_baseline(benchmark) -> None:  # type: ignore[no-untyped-def]
+    import cv2  # opencv-python-headless, dev extra
+
+    out = benchmark(_opencv_pipeline, HU, cv2.INTER_LINEAR)
+    assert out.shape == (64, 256, 256)
+    assert _agrees_with_litseg(lambda hu: _opencv_pipeline(hu, cv2.INTER_LINEAR)) < 1e-3
+
+
+@pytest.mark.benchmark(group=PREPROCESS_GROUP)
+def test_bench_preprocess_scipy_zoom_baseline(benchmark) -> None:  # type: ignore[no-untyped-def]
+    out = benchmark(_scipy_zoom_pipeline, HU)
+    assert out.shape == (64, 256, 256)
+    assert _agrees_with_litseg(_scipy_zoom_pipeline) < 0.01  # zoom maps corners to corners: a slight stretch
+
+
+@pytest.mark.benchmark(group=PREPROCESS_GROUP)
+def test_bench_preprocess_memcopy_baseline(benchmark) -> None:  # type: ignore[no-untyped-def]
+    destination = np.empty_like(HU)
+    benchmark(np.copyto, destination, HU)
+    assert np.array_equal(destination, HU)
