@@ -39,6 +39,16 @@ class Reorientation:
     def is_identity(self) -> bool:
         return not (self.transpose or self.flip_z or self.flip_y or self.flip_x)
 
+    @property
+    def flags(self) -> tuple[bool, bool, bool, bool]:
+        """``(transpose, flip_z, flip_y, flip_x)``, as the kernels take them."""
+        return (self.transpose, self.flip_z, self.flip_y, self.flip_x)
+
+    def canonical_shape(self, shape_zyx: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The shape of a ``shape_zyx`` array once reoriented."""
+        nz, ny, nx = shape_zyx
+        return (nz, nx, ny) if self.transpose else (nz, ny, nx)
+
     def inverse(self) -> Reorientation:
         """The reorientation that undoes this one (flips move to the other axis when transposed)."""
         if not self.transpose:

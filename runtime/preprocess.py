@@ -46,23 +46,24 @@ def preprocess(volume: Volume, spec: PreprocessSpec) -> ModelInput:
     Parameters
     ----------
     volume
-        float32 HU, ``(z, y, x)``, any axial orientation.
+        HU ``(z, y, x)`` (int16 or float32; other dtypes are converted), any axial orientation.
     spec
         The model's preprocessing spec.
     """
-    # Values below air are padding outside the scan field (-2048, -3024): read them as air, as the
-    # DICOM reader does, so NIfTI and DICOM inputs give the same model input.
-    hu = np.maximum(np.asarray(volume.array, dtype=np.float32), np.float32(AIR_HU))
+    # Values below air are padding outside the scan field (-2048, -3024): read as air, as the DICOM reader
+    # does, so NIfTI and DICOM inputs give the same model input. One fused pass: no reoriented copy.
     reorientation = canonical_reorientation(volume.affine_lps)
-    canonical = reorientation.apply(volume.with_array(hu))
-    resized = kernels.resample_slices(np.asarray(canonical.array, dtype=np.float32), spec.target_shape_yx)
-    image = kernels.window(resized, spec.window_hu)
-    affine = resampled_affine(canonical.affine_lps, canonical.shape_zyx[1:], spec.target_shape_yx)
-    return ModelInput(
-        Volume(image, affine, volume.frame_of_reference_uid, canonical.source_sop_uids),
-        reorientation,
-        canonical.shape_zyx,
+    native = np.asarray(volume.array)
+    if native.dtype not in (np.int16, np.float32):
+        native = native.astype(np.float32)
+    image = kernels.preprocess_slices(
+        np.ascontiguousarray(native), reorientation.flags, spec.target_shape_yx, spec.window_hu, AIR_HU
     )
+    canonical_affine = reorientation.apply_affine(volume.affine_lps, volume.shape_zyx)
+    canonical_shape = reorientation.canonical_shape(volume.shape_zyx)
+    uids = tuple(reversed(volume.source_sop_uids)) if reorientation.flip_z else volume.source_sop_uids
+    affine = resampled_affine(canonical_affine, canonical_shape[1:], spec.target_shape_yx)
+    return ModelInput(Volume(image, affine, volume.frame_of_reference_uid, uids), reorientation, canonical_shape)
 
 
 def restore_labels(probs: npt.NDArray[np.float32], model_input: ModelInput, native: Volume) -> Volume:

@@ -89,3 +89,34 @@ def test_wrappers_reject_wrong_dtype_shape_and_layout() -> None:
         kernels.label_components(np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="sizes"):
         kernels.resample_weights(0, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("flips", [(False, False, False, False), (True, True, False, True), (False, True, True, False)])
+def test_fused_preprocessing_equals_the_separate_steps_bit_for_bit(
+    dtype: type, flips: tuple[bool, bool, bool, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # several threads over uneven chunks, and a partial z range: each chunk must land in its own slices
+    monkeypatch.setenv("LITSEG_THREADS", "3")
+    monkeypatch.setattr(kernels.threads, "MIN_PARALLEL_VOXELS", 1)
+    native = np.random.default_rng(3).normal(-100, 500, (7, 48, 40)).astype(dtype)  # some below -1024
+    separate = kernels.window(
+        kernels.resample_slices(
+            np.maximum(kernels.reorient(native, *flips).astype(np.float32), np.float32(-1024)), (64, 56)
+        ),
+        (-200.0, 300.0),
+    )
+    fused = kernels.preprocess_slices(native, flips, (64, 56), (-200.0, 300.0), -1024.0)
+    np.testing.assert_array_equal(fused, separate)
+    part = kernels.preprocess_slices(native, flips, (64, 56), (-200.0, 300.0), -1024.0, z_range=(2, 6))
+    np.testing.assert_array_equal(part, separate[2:6])
+
+
+def test_resample_argmax_in_a_region_equals_the_full_result_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels.threads, "MIN_PARALLEL_VOXELS", 1)
+    probs = np.random.default_rng(4).random((5, 3, 16, 16)).astype(np.float32)
+    full = kernels.resample_argmax(probs, (40, 50))
+    out = np.full((5, 40, 50), 9, np.uint8)
+    kernels.resample_argmax(probs, (40, 50), out=out, region_yx=(5, 30, 10, 45))
+    np.testing.assert_array_equal(out[:, 5:30, 10:45], full[:, 5:30, 10:45])
+    assert (out[:, :5] == 9).all() and (out[:, :, :10] == 9).all()  # outside the region: untouched

@@ -1,0 +1,75 @@
+"""Numba kernels behind typed wrappers.
+
+The ``_..._kernel`` functions are jitted lazily (each compiles on its first call, for the dtypes a run
+uses) and release the GIL; the public wrappers check dtype, shape and contiguity so that a kernel never
+sees an array it was not written for, and split the slices over a few threads (:func:`over_slices`).
+There is no numba ``parallel=True`` here on purpose: parallel kernels take several seconds each to
+compile on a fresh install, and numba's ``workqueue`` threading layer aborts the process when two
+threads enter parallel regions at once; plain threads over GIL-free kernels are as fast on a few cores,
+compile in a fraction of the time and are safe from any number of caller threads. These are the only
+preprocessing primitives: the training-set builder and inference both call them, so there is no
+train/serve skew.
+
+Compiled code is cached on disk where numba can write (next to the package, else the user cache
+folder, or ``NUMBA_CACHE_DIR``); on a read-only install with no writable home the kernels still work,
+compiled in memory per process (:func:`jit`).
+
+Resampling follows the pixel-centre convention (OpenCV, PIL, torch ``align_corners=False``): output
+pixel ``o`` samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5``. When shrinking, the triangle
+(bilinear) filter is widened by the scale factor, as PIL and torch ``antialias=True`` do, so that
+down-sampled CT does not alias its noise.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .components import component_stats, grow_label, keep_components, label_components
+from .resample import (
+    REORIENT_DTYPES,
+    preprocess_slices,
+    reorient,
+    resample_argmax,
+    resample_slices,
+    resample_weights,
+    window,
+)
+from .threads import MIN_PARALLEL_VOXELS, jit, over_slices, require, worker_threads
+
+__all__ = [
+    "MIN_PARALLEL_VOXELS",
+    "REORIENT_DTYPES",
+    "component_stats",
+    "grow_label",
+    "jit",
+    "keep_components",
+    "label_components",
+    "over_slices",
+    "preprocess_slices",
+    "reorient",
+    "require",
+    "resample_argmax",
+    "resample_slices",
+    "resample_weights",
+    "warmup",
+    "window",
+    "worker_threads",
+]
+
+
+def warmup() -> float:
+    """Compile (or load from the cache) every kernel a segmentation run uses; returns the seconds taken.
+
+    ``litseg-run --warmup`` calls it when a container image is built, so that the first real run does
+    not pay for compilation.
+    """
+    start = time.perf_counter()
+    resample_slices(np.zeros((1, 4, 4), np.float32), (2, 2))
+    resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
+    for dtype in (np.int16, np.float32):
+        preprocess_slices(np.zeros((1, 4, 4), dtype), (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
+    label_components(np.zeros((1, 2, 2), np.bool_))
+    grow_label(np.zeros((1, 2, 2), np.uint8), 2, 1, 1.0, (1.0, 1.0))
+    return time.perf_counter() - start
