@@ -19,6 +19,7 @@ from the slices' SOP Instance UIDs, so a re-run gives the same ones) and listed 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -42,15 +43,13 @@ from .series_files import (
     list_files,
     read_file,
 )
+from .series_pixels import AIR_HU, decode_volume
 from .volume import Volume
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AIR_HU", "CT_IMAGE_STORAGE", "MIN_SLICES", "DicomSeries", "SeriesSource", "read_series"]
 
-#: Lowest physical CT value; stored values below it are padding outside the scan field of view
-#: (-2048 and -3024 are common vendor choices) and are read as air.
-AIR_HU = -1024.0
 #: Relative tolerance on slice spacing before a series counts as having gaps or uneven spacing.
 SPACING_TOLERANCE = 0.05
 #: Tolerance (mm) on in-plane drift between consecutive slice positions (gantry tilt / shear).
@@ -76,7 +75,8 @@ GENERATED_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfRefer
 
 @dataclass(frozen=True, eq=False)
 class DicomSeries:
-    """A CT series as read: HU volume (float32) plus the per-slice headers, pixel data removed.
+    """A CT series as read: HU volume (int16 where exact, else float32) plus the per-slice headers, pixel data
+    removed.
 
     ``headers[k]`` describes ``volume.array[k]``; the headers carry what writers need to reference the
     source (patient, study, SOP instances), completed where the files lacked it.
@@ -250,25 +250,12 @@ def _sort_and_space(
     return cands, step
 
 
-def _hu_slice(ds: Dataset) -> npt.NDArray[np.float32]:
-    raw = ds.pixel_array  # pydicom applies PixelRepresentation (signed/unsigned) and BitsStored
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    hu = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    padding = ds.get("PixelPaddingValue")
-    if padding is not None:
-        # PixelPaddingValue is a stored value, not HU (PS3.3 C.7.5.1.1.2).
-        hu[raw == int(padding)] = AIR_HU
-    np.maximum(hu, np.float32(AIR_HU), out=hu)
-    return hu
-
-
 def _header_only(ds: Dataset) -> Dataset:
     """A copy of the header without pixel data (the caller's dataset is never modified)."""
     header = Dataset()
-    for elem in ds:
-        if elem.tag != PIXEL_DATA_TAG:
-            header.add(elem)
+    for tag in sorted(ds.keys()):  # by tag: iterating elements would load the deferred pixel data
+        if tag != PIXEL_DATA_TAG:
+            header.add(copy.copy(ds[tag]))  # own elements: completing the header must not touch the source
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
     if "SpecificCharacterSet" in header and not header.SpecificCharacterSet:
@@ -344,7 +331,8 @@ def read_series(source: SeriesSource, series_uid: str | None = None, allow_thin:
     Returns
     -------
     DicomSeries
-        ``volume.array`` is float32 HU, shape ``(slices, rows, columns)``, sorted along the slice
+        ``volume.array`` is HU (int16 when the rescale is integral, as nearly always; else float32), shape
+        ``(slices, rows, columns)``, sorted along the slice
         normal; its affine maps (column, row, slice) indices to LPS mm.
 
     Raises
@@ -375,10 +363,8 @@ def read_series(source: SeriesSource, series_uid: str | None = None, allow_thin:
     affine[:3, 1] = iop[3:] * row_spacing  # down a column: increasing row index
     affine[:3, 2] = step
     affine[:3, 3] = [float(v) for v in first.ImagePositionPatient]
-    array = np.empty((len(cands), int(first.Rows), int(first.Columns)), dtype=np.float32)
-    for k, cand in enumerate(cands):
-        array[k] = _decode(cand)
-    headers, generated = _complete_headers(cands)
+    headers, generated = _complete_headers(cands)  # before decoding: that releases the files' pixel data
+    array = decode_volume(cands, int(first.Rows), int(first.Columns))
     volume = Volume(
         array,
         affine,
@@ -388,15 +374,3 @@ def read_series(source: SeriesSource, series_uid: str | None = None, allow_thin:
     log.info("read series: %d slices of %dx%d, spacing %s mm", *array.shape, np.round(volume.spacing_mm, 3))
     notes = (note,) if note else ()
     return DicomSeries(volume, headers, generated, notes, tuple(c.origin for c in cands))
-
-
-def _decode(cand: Candidate) -> npt.NDArray[np.float32]:
-    try:
-        return _hu_slice(cand.dataset)
-    except Exception as exc:  # pydicom and its decoder plugins raise many types for undecodable pixel data
-        syntax = getattr(cand.dataset.get("file_meta"), "TransferSyntaxUID", None)
-        name = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
-        raise InputError(
-            f"cannot decode the pixels of {cand.origin} (transfer syntax {name}): {exc}; the file is corrupt "
-            "or its encoding unsupported: re-export the series uncompressed or with a standard compression"
-        ) from exc

@@ -90,3 +90,23 @@ def test_quiet_run_on_a_real_series_prints_nothing(
     captured = capsys.readouterr()
     assert code == 0
     assert captured.err == "" and captured.out == ""
+
+
+def test_in_memory_deidentified_datasets_are_not_modified(tumor_model: Path) -> None:
+    import copy
+
+    datasets = bad_inputs.make_series(bad_inputs.GEO)
+    for ds in datasets:
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = "", ""
+        del ds.FrameOfReferenceUID, ds.PatientName
+    before = [copy.deepcopy(ds) for ds in datasets]
+    result = segment(datasets, RunConfig(model=tumor_model))
+    assert set(result.series.generated_uids) == {"SeriesInstanceUID", "FrameOfReferenceUID"}
+    assert datasets == before  # completing the headers and decoding left the caller's datasets alone
+    assert all("PixelData" in ds for ds in datasets)
+
+
+@pytest.mark.parametrize(("slope", "intercept", "dtype"), [(1.0, -1024.0, np.int16), (0.5, -1000.0, np.float32)])
+def test_hu_volume_is_int16_where_exact(slope: float, intercept: float, dtype: type) -> None:
+    options = bad_inputs.SeriesOptions(slope=slope, intercept=intercept)
+    assert read_series(bad_inputs.make_series(bad_inputs.GEO, options)).volume.array.dtype == dtype

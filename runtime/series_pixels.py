@@ -1,0 +1,101 @@
+"""The pixels of a series' slices as one HU volume: decoded in parallel, int16 where exact, each slice's
+encoded bytes released as soon as it is decoded.
+
+CT stores integers with a rescale (HU = stored x slope + intercept). With an integer slope and intercept,
+as nearly every scanner writes them, the HU are integers and fit int16 after clamping at air: the volume
+is then int16, half the memory of float32 and exactly the same values. Any other rescale gives float32.
+Decoders (pydicom's own, GDCM, OpenJPEG, CharLS, libjpeg-turbo) spend their time in C, mostly outside the
+GIL, so a few threads decode a series several times faster than one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
+
+from .errors import InputError
+from .kernels import worker_threads
+from .series_files import PIXEL_DATA_TAG, Candidate
+
+log = logging.getLogger(__name__)
+
+#: Lowest physical CT value; stored values below it are padding outside the scan field of view
+#: (-2048 and -3024 are common vendor choices) and are read as air.
+AIR_HU = -1024.0
+INT16_MAX = 32767
+
+
+def _rescale(ds: Dataset) -> tuple[float, float]:
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    return slope, intercept
+
+
+def hu_dtype(datasets: Sequence[Dataset]) -> type[np.int16] | type[np.float32]:
+    """int16 when every slice's rescale maps integers to integers, else float32."""
+    for ds in datasets:
+        slope, intercept = _rescale(ds)
+        if not (slope.is_integer() and intercept.is_integer()):
+            return np.float32
+    return np.int16
+
+
+def _stored(ds: Dataset) -> npt.NDArray[np.generic]:
+    # The decoder directly, not ds.pixel_array: that would cache the array on the dataset, and a caller's
+    # in-memory dataset must not be modified.
+    syntax = ds.file_meta.TransferSyntaxUID
+    array, _ = get_decoder(syntax).as_array(ds)
+    return array  # type: ignore[no-any-return]
+
+
+def hu_slice(ds: Dataset, out: npt.NDArray[np.generic]) -> None:
+    """Decode one slice into ``out`` (int16 or float32 HU, clamped at air; padding read as air)."""
+    raw = _stored(ds)  # PixelRepresentation (signed/unsigned) and BitsStored applied
+    slope, intercept = _rescale(ds)
+    if out.dtype == np.int16:
+        hu = raw.astype(np.int32) * int(slope) + int(intercept)
+        np.clip(hu, int(AIR_HU), INT16_MAX, out=hu)
+    else:
+        hu = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        np.maximum(hu, np.float32(AIR_HU), out=hu)
+    padding = ds.get("PixelPaddingValue")
+    if padding is not None:
+        # PixelPaddingValue is a stored value, not HU (PS3.3 C.7.5.1.1.2).
+        hu[raw == int(padding)] = AIR_HU
+    out[...] = hu
+
+
+def _decode_into(cand: Candidate, out: npt.NDArray[np.generic]) -> None:
+    try:
+        hu_slice(cand.dataset, out)
+    except Exception as exc:  # pydicom and its decoder plugins raise many types for undecodable pixel data
+        syntax = getattr(cand.dataset.get("file_meta"), "TransferSyntaxUID", None)
+        name = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
+        message = " ".join(str(exc).split())
+        raise InputError(
+            f"cannot decode the pixels of {cand.origin} (transfer syntax {name}): {message}; the file is corrupt "
+            "or its encoding unsupported: re-export the series uncompressed or with a standard compression"
+        ) from exc
+    if not cand.origin.startswith("<"):  # a dataset litseg read itself: its encoded bytes are no longer needed
+        del cand.dataset[PIXEL_DATA_TAG]
+
+
+def decode_volume(cands: Sequence[Candidate], rows: int, columns: int) -> npt.NDArray[np.generic]:
+    """The HU volume ``(len(cands), rows, columns)`` of sorted slices, int16 where exact (:func:`hu_dtype`)."""
+    dtype = hu_dtype([c.dataset for c in cands])
+    volume = np.empty((len(cands), rows, columns), dtype=dtype)
+    threads = min(worker_threads(), len(cands))
+    if threads <= 1:
+        for k, cand in enumerate(cands):
+            _decode_into(cand, volume[k])
+        return volume
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="litseg-decode") as pool:
+        for future in [pool.submit(_decode_into, cand, volume[k]) for k, cand in enumerate(cands)]:
+            future.result()  # the first undecodable slice's error, in slice order
+    return volume
