@@ -49,8 +49,8 @@ def lungs_and_heart(
         lung_hu = u(xrng, -880, -820)
         for side in (-1, 1):
             scene.ellipsoid(
-                (side * 0.5 * inner_a, 0.1 * inner_b, plan.apex_z / 2 + 10),
-                (0.47 * inner_a, 0.86 * inner_b, plan.apex_z / 2),
+                (side * 0.5 * inner_a, 0.08 * inner_b, plan.apex_z * 0.45 + 10),
+                (0.52 * inner_a, 0.92 * inner_b, plan.apex_z * 0.55),
                 lung_hu,
                 texture=15.0,
             )
@@ -107,7 +107,7 @@ def mediastinum(scene: Scene, an: Anatomy, xrng: np.random.Generator, plan: Tors
     a, b = an.a, an.b
     vy = 0.68 * b
     arch = plan.arch_z
-    scene.ellipsoid((0.02 * a, -0.08 * b, arch - 15), (0.17 * a, 0.5 * b, 95), u(xrng, -100, -60), texture=6.0)
+    scene.ellipsoid((0.02 * a, -0.08 * b, arch - 15), (0.13 * a, 0.5 * b, 95), u(xrng, -100, -60), texture=6.0)
     scene.ellipsoid((0.0, -0.3 * b, arch - 20), (0.12 * a, 0.18 * b, 45), u(xrng, -90, -40), texture=8.0)  # thymic fat
     # aorta: root -> ascending -> arch -> the descending aorta of the trunk frame
     root = np.array([-0.02 * a, -0.22 * b, 85.0])

@@ -1,0 +1,416 @@
+"""Plausibility of a liver segmentation, from the labels, the CT numbers and the geometry only.
+
+:func:`assess` returns warnings a reader must see before trusting a result: no liver found; a liver volume
+outside the adult range; a liver that is not in the patient's upper right abdomen; a series that does not
+look abdominal (a head, neck or chest scan). It reads no files and no patient data: only the label map
+and the HU volume on the same grid, in LPS millimetres, so a flipped, transposed or oblique series of the
+same anatomy gets the same verdict.
+
+How a series is read (on a subsampled grid, about 3.5 mm in-plane and at most 128 slices): the body of
+each slice is everything above -300 HU, opened by one pixel (which removes the table and the head holder)
+and filled along rows and columns (lungs and bowel gas count as body). Each slice is typed by its filled
+area, its air fraction (< -500 HU) and the bone (> 300 HU) in its outer 12 mm:
+
+- head: area under 350 cm^2 with a bony rim (skull) over 25 % of the outer 12 mm;
+- small: area under 250 cm^2 without a skull (neck, limbs);
+- chest: air over 30 % of the body (lungs; slices at the liver dome hold 15-25 %);
+- abdomen: every other slice with a body (pelvis included).
+
+The liver must sit in the upper right abdomen: its centre at least 10 mm right of the body's centre over
+the liver's slices; not more than 150 mm below the lung bases (the lowest slice with air over 5 % below the
+chest slices) when the scan shows lungs; in the upper half of the abdomen when the scan shows 30 cm of it
+or more; and less than half of it in chest slices. Each rule is applied only when its landmark is in the
+scan, so a partial scan (a few slices) is judged on what it shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .volume import Volume
+
+#: Adult liver volume (liver + tumours) outside which a segmentation is flagged, mL. Normal livers are
+#: 1.2-1.9 L; hepatomegaly and large tumour burden reach 3 L; below 0.6 L is a partial or failed result.
+LIVER_VOLUME_ML = (600.0, 3500.0)
+#: The liver centroid must lie at least this far to the patient's right of the body's centre (mm, LPS -x).
+MIN_RIGHT_OFFSET_MM = 10.0
+#: The liver centre lies at most this far below the lung bases (mm); a normal one lies 0-10 cm below them.
+MAX_BELOW_LUNG_BASE_MM = 150.0
+#: With at least this much abdomen in the scan (mm), the liver centre must lie in its upper half.
+MIN_ABDOMEN_FOR_HALF_MM = 300.0
+#: Above this fraction of its voxels in chest slices, a liver is in the chest.
+MAX_CHEST_FRACTION = 0.5
+#: Without lungs in the scan (it starts below the diaphragm) the liver's top lies within this of its top (mm).
+MAX_TOP_GAP_MM = 60.0
+#: A series is abdominal when at least this fraction of its body slices are abdominal or pelvic.
+MIN_ABDOMINAL_FRACTION = 0.35
+
+BODY_HU = -300.0
+AIR_HU = -500.0
+CHEST_AIR_FRACTION = 0.3
+BONE_HU = 300.0
+SLICE_TYPES = ("head", "small", "chest", "abdomen")
+_GRID_MM = 3.5
+_MAX_SLICES = 128
+
+
+@dataclass(frozen=True)
+class PlausibilityWarning:
+    """One finding: a stable machine-readable ``code`` and a sentence for the reader."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """The verdict of :func:`assess`.
+
+    Attributes
+    ----------
+    liver_plausible
+        ``True`` when no warning was raised.
+    warnings
+        Findings in a fixed order: ``no_liver``, ``liver_volume_out_of_range``, ``liver_not_right``,
+        ``liver_not_upper_abdomen``, ``not_abdominal``.
+    checks
+        The measured values behind the verdict (JSON-serialisable), e.g. ``liver_volume_ml``.
+    """
+
+    liver_plausible: bool
+    warnings: tuple[PlausibilityWarning, ...]
+    checks: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(w.code for w in self.warnings)
+
+    def report(self) -> dict[str, object]:
+        """The ``plausibility`` section of the JSON report."""
+        return {
+            "liver_plausible": self.liver_plausible,
+            "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
+            "checks": dict(self.checks),
+        }
+
+
+@dataclass(frozen=True)
+class _Slices:
+    """Per-slice body measurements on the subsampled grid (``z_mm`` ascending is not assumed)."""
+
+    z_mm: npt.NDArray[np.float64]
+    centre_x_mm: npt.NDArray[np.float64]
+    area_cm2: npt.NDArray[np.float64]
+    air_fraction: npt.NDArray[np.float64]
+    kind: npt.NDArray[np.str_]
+
+
+@dataclass(frozen=True)
+class _Liver:
+    """Liver tissue (labels > 0): its size and where it lies."""
+
+    voxels: int
+    volume_ml: float
+    centroid_lps: npt.NDArray[np.float64]
+    z_range_mm: tuple[float, float]
+    truncated: bool  # the liver reaches the first or last slice: the scan cuts it
+    per_slice: npt.NDArray[np.float64]  # voxels counted per slice (every other row and column)
+
+    def checks(self) -> dict[str, object]:
+        return {
+            "liver_volume_ml": _round(self.volume_ml),
+            "liver_centroid_lps_mm": [_round(float(v)) for v in self.centroid_lps],
+            "liver_z_range_mm": [_round(v) for v in self.z_range_mm],
+            "liver_truncated": self.truncated,
+        }
+
+
+def assess(labels: Volume, hu: Volume) -> Plausibility:
+    """Check that a liver segmentation is anatomically plausible.
+
+    Parameters
+    ----------
+    labels
+        Label map on the source grid, ``(z, y, x)`` uint8: 0 background, 1 liver, 2 tumour (any value
+        above 0 counts as liver tissue).
+    hu
+        The CT in Hounsfield units on the same grid and affine (any real dtype).
+
+    Returns
+    -------
+    Plausibility
+        ``liver_plausible``, the warnings and the measured checks.
+
+    Raises
+    ------
+    ValueError
+        When the two volumes do not share a grid.
+    """
+    if labels.shape_zyx != hu.shape_zyx or not np.allclose(labels.affine_lps, hu.affine_lps, atol=1e-3):
+        raise ValueError(
+            f"labels {labels.shape_zyx} and hu {hu.shape_zyx} must share one grid and affine; "
+            "pass the labels restored onto the source series"
+        )
+    slices = _body_slices(hu)
+    body = slices.kind != ""
+    checks: dict[str, object] = {
+        "slice_types": {kind: int((slices.kind == kind).sum()) for kind in SLICE_TYPES},
+        "median_body_area_cm2": _round(float(np.median(slices.area_cm2[body]))) if body.any() else 0.0,
+    }
+    found: list[PlausibilityWarning] = []
+    liver = _liver(labels)
+    if liver is None:
+        checks["liver_volume_ml"] = 0.0
+        found.append(PlausibilityWarning("no_liver", "no liver was found in the series"))
+    else:
+        checks.update(liver.checks())
+        found.extend(_volume_warnings(liver))
+        if body.any():
+            found.extend(_side_warnings(liver, slices, checks))
+            found.extend(_height_warnings(liver, slices, checks))
+    not_abdominal = _series_warning(slices)
+    if not_abdominal is not None:
+        found.append(not_abdominal)
+    return Plausibility(not found, tuple(found), checks)
+
+
+def _round(value: float, digits: int = 1) -> float:
+    return round(value, digits)
+
+
+def _liver(labels: Volume) -> _Liver | None:
+    """Volume on the full grid; centroid, extent and truncation on every other row and column."""
+    voxels = int(np.count_nonzero(labels.array))
+    if voxels == 0:
+        return None
+    view, affine = _slice_first(labels, step=1, max_slices=None)
+    flat = view.reshape(view.shape[0], -1) if view.flags.c_contiguous else None
+    present = (flat.max(axis=1) if flat is not None else view.max(axis=(1, 2))) > 0
+    occupied = np.nonzero(present)[0]
+    first, last = int(occupied[0]), int(occupied[-1])
+    for step in (2, 1):  # every other row and column, or all where a thin liver falls between them
+        mask = view[first : last + 1, ::step, ::step] > 0
+        rows = mask.sum(axis=2, dtype=np.int64)  # (slices, rows): voxels per row
+        counts = rows.sum(axis=1)
+        if counts.sum():
+            break
+    cols = mask.sum(axis=1, dtype=np.int64)  # (slices, columns)
+    total = float(counts.sum())
+    index = np.array(
+        [
+            float(cols.sum(axis=0) @ np.arange(cols.shape[1])) / total * step,
+            float(rows.sum(axis=0) @ np.arange(rows.shape[1])) / total * step,
+            float(counts @ np.arange(counts.size)) / total + first,
+            1.0,
+        ]
+    )
+    per_slice = np.zeros(view.shape[0])
+    per_slice[first : last + 1] = counts
+    z_ends = sorted(float((affine @ np.array([index[0], index[1], float(k), 1.0]))[2]) for k in (first, last))
+    return _Liver(
+        voxels=voxels,
+        volume_ml=voxels * labels.voxel_volume_ml,
+        centroid_lps=(affine @ index)[:3],
+        z_range_mm=(z_ends[0], z_ends[1]),
+        truncated=first == 0 or last == view.shape[0] - 1,
+        per_slice=per_slice,
+    )
+
+
+def _volume_warnings(liver: _Liver) -> list[PlausibilityWarning]:
+    lo, hi = LIVER_VOLUME_ML
+    if lo <= liver.volume_ml <= hi:
+        return []
+    cut = " (the scan range cuts the liver)" if liver.truncated else ""
+    message = f"liver volume {liver.volume_ml:.0f} mL is outside {lo:.0f}-{hi:.0f} mL{cut}"
+    return [PlausibilityWarning("liver_volume_out_of_range", message)]
+
+
+def _side_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) -> list[PlausibilityWarning]:
+    """The liver's centre against the body's centre over the liver's slices (LPS: the right is -x)."""
+    body = slices.kind != ""
+    z_lo, z_hi = liver.z_range_mm
+    near = body & (slices.z_mm >= z_lo - 1e-6) & (slices.z_mm <= z_hi + 1e-6)
+    if not near.any():  # a thin liver between the sampled slices: the nearest body slice
+        candidates = np.nonzero(body)[0]
+        near = np.zeros_like(body)
+        near[candidates[np.argmin(np.abs(slices.z_mm[candidates] - liver.centroid_lps[2]))]] = True
+    offset = float(liver.centroid_lps[0] - slices.centre_x_mm[near].mean())
+    checks["liver_offset_left_mm"] = _round(offset)
+    if offset <= -MIN_RIGHT_OFFSET_MM:
+        return []
+    where = f"{offset:.0f} mm to the patient's left of" if offset > 0 else f"only {-offset:.0f} mm right of"
+    message = (
+        f"the liver's centre lies {where} the body's midline "
+        f"(expected at least {MIN_RIGHT_OFFSET_MM:.0f} mm to the patient's right)"
+    )
+    return [PlausibilityWarning("liver_not_right", message)]
+
+
+def _height_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) -> list[PlausibilityWarning]:
+    """Upper abdomen: below the chest, not far below the lung bases, up to the top of a scan without lungs,
+    in the upper half of a long abdomen."""
+    centre_z, liver_top = float(liver.centroid_lps[2]), liver.z_range_mm[1]
+    sampled = liver.per_slice[:: max(1, math.ceil(liver.per_slice.size / _MAX_SLICES))]
+    chest_fraction = float(sampled[slices.kind == "chest"].sum() / max(float(sampled.sum()), 1.0))
+    lung_base = _lung_base(slices)
+    abdomen = slices.z_mm[slices.kind == "abdomen"]
+    top = lung_base if lung_base is not None else (float(abdomen.max()) if abdomen.size else None)
+    bottom = float(abdomen.min()) if abdomen.size else None
+    checks["lung_base_z_mm"] = None if lung_base is None else _round(lung_base)
+    checks["liver_fraction_in_chest_slices"] = _round(chest_fraction, 3)
+    reasons = []
+    if chest_fraction > MAX_CHEST_FRACTION:
+        reasons.append(f"{100 * chest_fraction:.0f} % of it lies in slices of the chest")
+    if lung_base is not None and centre_z < lung_base - MAX_BELOW_LUNG_BASE_MM:
+        reasons.append(f"its centre lies {lung_base - centre_z:.0f} mm below the lung bases")
+    body_top = float(slices.z_mm[slices.kind != ""].max())
+    if lung_base is None and body_top - liver_top > MAX_TOP_GAP_MM:
+        reasons.append(
+            f"its top lies {body_top - liver_top:.0f} mm below the top of a scan that shows no lungs "
+            "(a liver reaches up to the diaphragm)"
+        )
+    if top is not None and bottom is not None and top - bottom >= MIN_ABDOMEN_FOR_HALF_MM:
+        checks["abdomen_z_range_mm"] = [_round(bottom), _round(top)]
+        if centre_z < (top + bottom) / 2:
+            reasons.append(f"its centre lies in the lower half of the {top - bottom:.0f} mm of abdomen scanned")
+    if not reasons:
+        return []
+    return [
+        PlausibilityWarning("liver_not_upper_abdomen", "the liver is not in the upper abdomen: " + "; ".join(reasons))
+    ]
+
+
+def _lung_base(slices: _Slices) -> float | None:
+    """z of the lowest slice with some lung (air over 5 %) in the run of slices below the chest."""
+    chest = slices.kind == "chest"
+    if not chest.any():
+        return None
+    order = np.argsort(-slices.z_mm)
+    run = False
+    base = None
+    for k in order:
+        if chest[k]:
+            run, base = True, float(slices.z_mm[k])
+        elif run and slices.kind[k] != "" and slices.air_fraction[k] > 0.05:
+            base = float(slices.z_mm[k])
+        elif run:
+            run = False
+    return base
+
+
+def _series_warning(slices: _Slices) -> PlausibilityWarning | None:
+    body = slices.kind != ""
+    counts = {kind: int((slices.kind == kind).sum()) for kind in SLICE_TYPES}
+    n = int(body.sum())
+    abdominal = counts["abdomen"]
+    if n and abdominal / n >= MIN_ABDOMINAL_FRACTION:
+        return None
+    if n == 0:
+        return PlausibilityWarning("not_abdominal", "the series shows no body (nothing above -300 HU)")
+    seen = ", ".join(f"{kind} {counts[kind]}" for kind in SLICE_TYPES if counts[kind])
+    return PlausibilityWarning(
+        "not_abdominal",
+        f"the series does not look abdominal: {abdominal} of {n} body slices show abdomen ({seen})",
+    )
+
+
+# ----- the body, slice by slice ----------------------------------------------------------------------
+def _slice_axis(affine: npt.NDArray[np.float64]) -> tuple[int, list[int]]:
+    """The numpy axis that runs most head-foot, and the two in-plane numpy axes."""
+    slice_np_axis = 2 - int(np.argmax(np.abs(affine[2, :3])))
+    return slice_np_axis, [ax for ax in (0, 1, 2) if ax != slice_np_axis]
+
+
+def _slice_first(volume: Volume, step: int, max_slices: int | None) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+    """A strided view with the most head-foot array axis first, and the affine of that view.
+
+    The view's index ``(c, b, a)`` (last axis first, as in :class:`Volume`) maps to LPS through the
+    returned 4x4 affine, so every measurement stays in world coordinates whatever the array order.
+    """
+    affine = volume.affine_lps
+    slice_np_axis, plane = _slice_axis(affine)
+    n_slices = volume.array.shape[slice_np_axis]
+    z_step = 1 if max_slices is None else max(1, math.ceil(n_slices / max_slices))
+    view = np.moveaxis(volume.array, slice_np_axis, 0)[::z_step, ::step, ::step]
+    sub = np.zeros((4, 4))
+    sub[:, 0] = affine[:, 2 - plane[1]] * step
+    sub[:, 1] = affine[:, 2 - plane[0]] * step
+    sub[:, 2] = affine[:, 2 - slice_np_axis] * z_step
+    sub[:, 3] = affine[:, 3]
+    return view, sub
+
+
+def _erode(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    out = mask.copy()
+    out[:, 1:, :] &= mask[:, :-1, :]
+    out[:, :-1, :] &= mask[:, 1:, :]
+    out[:, :, 1:] &= mask[:, :, :-1]
+    out[:, :, :-1] &= mask[:, :, 1:]
+    return out
+
+
+def _dilate(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    out = mask.copy()
+    out[:, 1:, :] |= mask[:, :-1, :]
+    out[:, :-1, :] |= mask[:, 1:, :]
+    out[:, :, 1:] |= mask[:, :, :-1]
+    out[:, :, :-1] |= mask[:, :, 1:]
+    return out
+
+
+def _fill(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Pixels between the first and last body pixel of both their row and their column."""
+    filled = np.ones_like(mask)
+    for axis in (1, 2):
+        n = mask.shape[axis]
+        first = np.argmax(mask, axis=axis)
+        last = n - 1 - np.argmax(np.flip(mask, axis=axis), axis=axis)
+        any_: npt.NDArray[np.bool_] = np.asarray(mask.any(axis=axis))
+        idx = np.arange(n)
+        if axis == 2:
+            span = (idx >= first[..., None]) & (idx <= last[..., None]) & any_[..., None]
+        else:
+            span = (idx[:, None] >= first[:, None, :]) & (idx[:, None] <= last[:, None, :]) & any_[:, None, :]
+        filled &= span
+    return filled
+
+
+def _body_slices(hu: Volume) -> _Slices:
+    """Type every sampled slice (see the module docstring) and measure its body centre and area."""
+    _, plane = _slice_axis(hu.affine_lps)
+    spacing = min(float(np.linalg.norm(hu.affine_lps[:3, 2 - ax])) for ax in plane)
+    step = max(1, round(_GRID_MM / spacing))
+    view, sub = _slice_first(hu, step=step, max_slices=_MAX_SLICES)
+    values = np.ascontiguousarray(view, dtype=np.float32)
+    nz, nb, nc = values.shape
+    pixel_mm = float(np.sqrt(np.linalg.norm(sub[:3, 0]) * np.linalg.norm(sub[:3, 1])))
+    pixel_cm2 = float(np.linalg.norm(np.cross(sub[:3, 0], sub[:3, 1]))) / 100.0
+    body = _fill(_dilate(_erode(values > BODY_HU)))
+    area = body.sum(axis=(1, 2)) * pixel_cm2
+    # world x of every pixel of a slice (the slice's own offset added below) for centres and sides
+    c_idx, b_idx = np.meshgrid(np.arange(nc), np.arange(nb))
+    x_plane = sub[0, 0] * c_idx + sub[0, 1] * b_idx
+    counts = np.maximum(body.sum(axis=(1, 2)), 1)
+    a_idx = np.arange(nz, dtype=np.float64)
+    centre_x = (body * x_plane).sum(axis=(1, 2)) / counts + sub[0, 2] * a_idx + sub[0, 3]
+    mid = np.array([(nc - 1) / 2, (nb - 1) / 2])
+    z_mm = sub[2, 0] * mid[0] + sub[2, 1] * mid[1] + sub[2, 2] * a_idx + sub[2, 3]
+    air = (body & (values < AIR_HU)).sum(axis=(1, 2)) / counts
+    inner = body
+    for _ in range(max(1, round(12.0 / pixel_mm))):
+        inner = _erode(inner)
+    rim = body & ~inner
+    rim_bone = (rim & (values > BONE_HU)).sum(axis=(1, 2)) / np.maximum(rim.sum(axis=(1, 2)), 1)
+    kind = np.full(nz, "", dtype="<U7")
+    has_body = area >= 20.0
+    kind[has_body] = "abdomen"
+    kind[has_body & (air > CHEST_AIR_FRACTION)] = "chest"
+    kind[has_body & (area < 250.0)] = "small"
+    kind[has_body & (area < 350.0) & (rim_bone > 0.25)] = "head"
+    return _Slices(z_mm, centre_x, area, air, kind)
