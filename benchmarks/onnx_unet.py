@@ -57,7 +57,8 @@ def _load(network: Any, weights: dict[str, np.ndarray], path: Path) -> None:
         )
     for name, tensor in expected.items():
         if tuple(tensor.shape) != weights[name].shape:
-            raise ValueError(f"{path}: initializer {name} has shape {weights[name].shape}; expected {tuple(tensor.shape)}")
+            shape = weights[name].shape
+            raise ValueError(f"{path}: initializer {name} has shape {shape}; expected {tuple(tensor.shape)}")
     network.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.items()})
 
 

@@ -1,6 +1,6 @@
 """Fixed synthetic CT series for the benchmarks, written once into ``build/bench-data/`` and reused.
 
-A series is a litseg phantom (abdomen, contrast, 3 tumors, 0.75 mm pixels) of 512x512 pixels and the asked
+A series is a litseg phantom (abdomen, contrast, 3 tumors, 0.75 mm pixels at 512) of 512x512 pixels and the asked
 number of slices, written as one DICOM file per slice (int16 HU, slope 1, intercept 0). The folder name
 carries every choice, so a cached series is the same series on every run; a series being written lives in a
 hidden temporary folder and is renamed into place when complete, so an interrupted run never leaves a
@@ -74,8 +74,9 @@ def _generate(slices: int, rows: int, folder: Path) -> None:
     start = time.perf_counter()
     print(f"[bench-data] generating {folder.name} (once; cached in {folder.parent}) ...", flush=True)
     thickness = 1.0 if slices >= THIN_FROM_SLICES else 2.5
+    pixel_mm = 0.75 * 512 / rows  # the same field of view at any matrix size (small ones for dry runs)
     options = PhantomOptions(
-        slices=slices, rows=rows, contrast=True, tumors=3, pixel_spacing_mm=0.75, slice_thickness_mm=thickness
+        slices=slices, rows=rows, contrast=True, tumors=3, pixel_spacing_mm=pixel_mm, slice_thickness_mm=thickness
     )
     case = generate_case(SEED, options)
     folder.parent.mkdir(parents=True, exist_ok=True)
