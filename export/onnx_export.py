@@ -60,7 +60,7 @@ def export_onnx(
     extra_metadata: Mapping[str, str] | None = None,
     tolerance: float = 1e-4,
 ) -> Verification:
-    """Write ``model`` as ONNX (dynamic batch axis, opset 17) and check it against PyTorch.
+    """Write ``model`` as ONNX (dynamic batch, height and width axes, opset 17) and check it against PyTorch.
 
     The file is written atomically; on a failed check nothing is left at ``path``.
     """
@@ -79,7 +79,12 @@ def export_onnx(
             str(tmp),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            # dynamic height and width too: the U-Net is fully convolutional, and the runtime runs its full
+            # pass on the box around the liver (runtime/focus.py), in multiples of 16 pixels
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            },
             opset_version=OPSET,
             dynamo=False,
         )

@@ -22,12 +22,13 @@ from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import InputError, LitsegError, OutputError
+from .focus import Focus, focus_fraction
 from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo, default_model_path
 from .nifti import write_nifti
 from .output_folder import check_output_location, commit_folder
 from .overlay import write_overlay
-from .postprocess import Measurements, clean_labels, drop_small_tumors, grow_tumors, measure
-from .preprocess import preprocess, restore_labels
+from .pipeline import run_model
+from .postprocess import Measurements, measure, postprocess_labels
 from .series import DicomSeries, SeriesSource, read_series
 from .volume import Volume
 from .write import AlgorithmInfo, build_seg, write_json
@@ -84,6 +85,9 @@ class RunConfig:
         SeriesInstanceUID to pick when the input holds several CT series.
     allow_thin
         Segment series of fewer than 3 slices (refused by default: usually a file picked by mistake).
+    focus
+        Run a coarse first pass and the full inference only on the slices and in-plane box around the liver
+        it finds (:mod:`~litseg.runtime.focus`); ``False`` runs the full pass on every slice.
     """
 
     model: Path | None = None
@@ -95,6 +99,7 @@ class RunConfig:
     tumor_margin_mm: float | None = None
     tta: bool = True
     allow_thin: bool = False
+    focus: bool = True
 
     def __post_init__(self) -> None:
         if not self.min_tumor_ml >= 0.0:
@@ -109,6 +114,28 @@ class RunConfig:
             object.__setattr__(self, "model", Path(self.model))
 
 
+@dataclass(frozen=True)
+class FocusReport:
+    """Where the full inference ran: canonical slices, model-grid box, the share of the full work."""
+
+    slices: tuple[int, int]
+    box_yx: tuple[int, int, int, int]
+    coarse_slices: int
+    work_fraction: float
+
+    @classmethod
+    def of(cls, focus: Focus, nz: int, grid_yx: tuple[int, int]) -> FocusReport:
+        return cls(focus.z_range, focus.box_yx, len(focus.coarse), focus_fraction(focus, nz, grid_yx))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "slices": list(self.slices),
+            "box_yx": list(self.box_yx),
+            "coarse_slices": self.coarse_slices,
+            "work_fraction": round(self.work_fraction, 4),
+        }
+
+
 @dataclass(frozen=True, eq=False)
 class SegmentationResult:
     """Labels on the source grid plus everything the writers and the report need."""
@@ -121,6 +148,7 @@ class SegmentationResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     tumor_margin_mm: float = 0.0
     tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
+    focus: FocusReport | None = None
 
     def report(self) -> dict[str, Any]:
         """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
@@ -140,6 +168,7 @@ class SegmentationResult:
             },
             "tumor_margin_mm": self.tumor_margin_mm,
             "tta_shifts_px": [list(s) for s in self.tta_shifts_px],
+            "focus": self.focus.as_dict() if self.focus is not None else None,
             "generated_uids": dict(self.series.generated_uids),
             "input_notes": list(self.series.notes),
             "provider": self.provider,
@@ -195,26 +224,27 @@ def segment(
         series = (
             source if isinstance(source, DicomSeries) else read_series(source, config.series_uid, config.allow_thin)
         )
-    with timer.stage("preprocess"):
-        model_input = preprocess(series.volume, model.spec)
     shifts = model.info.tta_shifts_px if config.tta else NO_TTA
-    with timer.stage("inference"):
-        probs = model.predict_volume(
-            model_input.image.array,  # type: ignore[arg-type]
-            batch_size=config.batch_size,
-            progress=(lambda done, total: progress("inference", done, total)) if progress else None,
-            shifts=shifts,
+    margin = model.info.tumor_margin_mm if config.tumor_margin_mm is None else config.tumor_margin_mm
+    with timer.stage("model"):  # preprocess, inference and mapping back, overlapped batch by batch
+        run = run_model(
+            series.volume,
+            model,
+            config.batch_size,
+            shifts,
+            config.focus,
+            (lambda done, total: progress("inference", done, total)) if progress else None,
         )
+    timer.timings.update({f"model_{k}": v for k, v in run.clock.seconds.items()})
     with timer.stage("postprocess"):
-        labels = restore_labels(probs, model_input, series.volume)
-        del probs
-        cleaned = clean_labels(labels.array, config.largest_component)  # type: ignore[arg-type]
+        labels = series.volume.with_array(run.labels)
         min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
-        labels = labels.with_array(drop_small_tumors(cleaned, min_voxels))
-        margin = model.info.tumor_margin_mm if config.tumor_margin_mm is None else config.tumor_margin_mm
-        labels = grow_tumors(labels, margin)
+        labels = postprocess_labels(labels, config.largest_component, min_voxels, margin)
         measurements = measure(labels)
-    return SegmentationResult(labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts)
+    focus = FocusReport.of(run.focus, series.volume.shape_zyx[0], model.spec.target_shape_yx)
+    return SegmentationResult(
+        labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts, focus
+    )
 
 
 def write_results(

@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a model without them runs one pass anyway)",
     )
     parser.add_argument(
+        "--no-focus",
+        dest="focus",
+        action="store_false",
+        help="run the full inference on every slice and the whole grid, not only around the liver that a coarse "
+        "first pass finds (slower; the same labels up to the reported cost)",
+    )
+    parser.add_argument(
         "--allow-thin", action="store_true", help="segment series of fewer than 3 slices (refused by default)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
@@ -152,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tumor_margin_mm=args.tumor_margin_mm,
             tta=args.tta,
             allow_thin=args.allow_thin,
+            focus=args.focus,
         )
     except ValueError as exc:
         parser.error(str(exc))

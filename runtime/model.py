@@ -302,6 +302,9 @@ class Model:
                 f"{self.spec.class_names} as (batch, classes, h, w); the model and its metadata disagree"
             )
         self._input_name = inputs[0].name
+        #: Whether the graph takes any height and width (a fully convolutional export), so that the full pass
+        #: can run on a box around the liver; models exported with fixed 256x256 inputs always see the grid.
+        self.any_size = not (isinstance(shape[2], int) or isinstance(shape[3], int))
 
     @property
     def spec(self) -> PreprocessSpec:

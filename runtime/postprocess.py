@@ -85,6 +85,41 @@ class Measurements:
         return 100.0 * self.tumor_volume_ml / total if total > 0 else 0.0
 
 
+def foreground_box(array: npt.NDArray[np.uint8]) -> tuple[slice, slice, slice] | None:
+    """The smallest box (z, y, x slices) holding every nonzero voxel; None when there is none."""
+    slices = np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
+    if slices.size == 0:
+        return None
+    block = array[slices[0] : slices[-1] + 1]
+    rows = np.flatnonzero(block.any(axis=(0, 2)))
+    cols = np.flatnonzero(block.any(axis=(0, 1)))
+    return (
+        slice(int(slices[0]), int(slices[-1]) + 1),
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(cols[0]), int(cols[-1]) + 1),
+    )
+
+
+def postprocess_labels(
+    labels: Volume, largest_component: bool, min_tumor_voxels: int, tumor_margin_mm: float
+) -> Volume:
+    """Clean-up, small-tumor filter and tumor margin, computed inside the labels' bounding box only.
+
+    None of the three steps can label a voxel outside the organ the model found, so working on the box
+    (a few percent of an abdominal CT) gives the same labels as the whole volume, in a fraction of the time.
+    """
+    array = np.asarray(labels.array, dtype=np.uint8)
+    box = foreground_box(array)
+    if box is None:
+        return labels
+    inner = Volume(np.ascontiguousarray(array[box]), labels.affine_lps)  # spacing is all the steps need
+    cleaned = clean_labels(np.asarray(inner.array), largest_component)
+    inner = grow_tumors(inner.with_array(drop_small_tumors(cleaned, min_tumor_voxels)), tumor_margin_mm)
+    out = np.zeros_like(array)
+    out[box] = inner.array
+    return labels.with_array(out)
+
+
 def measure(labels: Volume) -> Measurements:
     """Liver volume (parenchyma, without tumor), number of tumors (6-connected) and tumor volume."""
     array = np.asarray(labels.array)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 
 from .errors import InputError
 from .kernels import worker_threads
@@ -51,19 +51,18 @@ def _stored(ds: Dataset) -> npt.NDArray[np.generic]:
     # in-memory dataset must not be modified.
     syntax = ds.file_meta.TransferSyntaxUID
     array, _ = get_decoder(syntax).as_array(ds)
-    return array  # type: ignore[no-any-return]
+    return array
 
 
 def hu_slice(ds: Dataset, out: npt.NDArray[np.generic]) -> None:
     """Decode one slice into ``out`` (int16 or float32 HU, clamped at air; padding read as air)."""
     raw = _stored(ds)  # PixelRepresentation (signed/unsigned) and BitsStored applied
     slope, intercept = _rescale(ds)
+    hu: npt.NDArray[np.generic]
     if out.dtype == np.int16:
-        hu = raw.astype(np.int32) * int(slope) + int(intercept)
-        np.clip(hu, int(AIR_HU), INT16_MAX, out=hu)
+        hu = np.clip(raw.astype(np.int32) * int(slope) + int(intercept), int(AIR_HU), INT16_MAX)
     else:
-        hu = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        np.maximum(hu, np.float32(AIR_HU), out=hu)
+        hu = np.maximum(raw.astype(np.float32) * np.float32(slope) + np.float32(intercept), np.float32(AIR_HU))
     padding = ds.get("PixelPaddingValue")
     if padding is not None:
         # PixelPaddingValue is a stored value, not HU (PS3.3 C.7.5.1.1.2).

@@ -1,0 +1,181 @@
+"""The model stage as a pipeline of slice batches: preprocess, infer, map back, overlapped.
+
+Each stage stays a pure function over arrays (``kernels.preprocess_slices``, ``Model.predict_volume``,
+``kernels.resample_argmax``); this module is the one place that composes them with concurrency, as
+nnU-Net's predictor keeps its export workers apart from the network code: while onnxruntime runs batch
+*i* on the calling thread, one worker prepares batch *i + 1* and another maps batch *i - 1* back onto the
+native grid. At most one batch waits on either side, so memory stays bounded whatever the series length.
+The focus (:mod:`~litseg.runtime.focus`) decides which slices and which in-plane box the full pass sees.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from . import kernels
+from .focus import Focus, everything, find_focus
+from .geometry import Reorientation, canonical_reorientation
+from .model import NO_TTA, Model
+from .series_pixels import AIR_HU
+from .volume import Volume
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage (summed over batches and threads) and the focus used."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What the model stage returns: uint8 labels on the native grid, the focus and the stage clock."""
+
+    labels: npt.NDArray[np.uint8]
+    focus: Focus
+    clock: StageClock
+
+
+def native_region(box: tuple[int, int], n_model: int, n_native: int) -> tuple[int, int]:
+    """Native rows (or columns) whose resampling taps can reach model-grid rows ``[lo, hi)``."""
+    lo, hi = box
+    scale = n_model / n_native  # model pixels per native pixel
+    support = max(scale, 1.0)
+    first = math.floor((lo - support) / scale - 0.5) - 1
+    last = math.ceil((hi + support) / scale - 0.5) + 1
+    return max(0, first), min(n_native, last + 1)
+
+
+class _Stages:
+    """The three stage functions of one run, bound to its volume, model and focus."""
+
+    def __init__(self, volume: Volume, model: Model, reorientation: Reorientation, clock: StageClock) -> None:
+        self.native = np.ascontiguousarray(
+            volume.array if volume.array.dtype in (np.int16, np.float32) else np.asarray(volume.array, dtype=np.float32)
+        )
+        self.model = model
+        self.spec = model.spec
+        self.flags = reorientation.flags
+        self.clock = clock
+        self.canonical_shape = reorientation.canonical_shape(volume.shape_zyx)
+
+    def prepare(self, z0: int, z1: int) -> npt.NDArray[np.float32]:
+        start = time.perf_counter()
+        image = kernels.preprocess_slices(
+            self.native, self.flags, self.spec.target_shape_yx, self.spec.window_hu, AIR_HU, (z0, z1)
+        )
+        self.clock.add("preprocess", time.perf_counter() - start)
+        return image
+
+    def prepare_slices(self, slices: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return np.concatenate([self.prepare(int(z), int(z) + 1) for z in slices])
+
+    def infer(
+        self,
+        image: npt.NDArray[np.float32],
+        box: tuple[int, int, int, int],
+        shifts: tuple[tuple[int, int], ...],
+        batch_size: int,
+    ) -> npt.NDArray[np.float32]:
+        """Probabilities on the whole model grid; outside ``box`` they are background."""
+        y0, y1, x0, x1 = box
+        start = time.perf_counter()
+        crop = np.ascontiguousarray(image[:, y0:y1, x0:x1])
+        probs = self.model.predict_volume(crop, batch_size=batch_size, shifts=shifts)
+        self.clock.add("inference", time.perf_counter() - start)
+        ny, nx = self.spec.target_shape_yx
+        if (y1 - y0, x1 - x0) == (ny, nx):
+            return probs
+        full = np.zeros((image.shape[0], probs.shape[1], ny, nx), dtype=np.float32)
+        full[:, 0] = 1.0
+        full[:, :, y0:y1, x0:x1] = probs
+        return full
+
+    def restore(
+        self, probs: npt.NDArray[np.float32], out: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
+    ) -> None:
+        start = time.perf_counter()
+        _, ny_c, nx_c = self.canonical_shape
+        ny, nx = self.spec.target_shape_yx
+        region = (*native_region(box[:2], ny, ny_c), *native_region(box[2:], nx, nx_c))
+        kernels.resample_argmax(probs, (ny_c, nx_c), out=out, region_yx=region)
+        self.clock.add("restore", time.perf_counter() - start)
+
+
+def run_model(
+    volume: Volume,
+    model: Model,
+    batch_size: int = 8,
+    shifts: tuple[tuple[int, int], ...] = NO_TTA,
+    use_focus: bool = True,
+    progress: ProgressFn | None = None,
+) -> ModelRun:
+    """Labels (argmax of the model's probabilities) on the native grid of ``volume``.
+
+    Parameters
+    ----------
+    volume
+        HU volume (int16 or float32 preferred), any axial orientation.
+    model
+        The loaded model; its spec gives the grid and the window.
+    batch_size
+        Slices per inference call.
+    shifts
+        Test-time shifts of the full pass (the coarse pass is one unshifted pass).
+    use_focus
+        Run the coarse pass and limit the full pass to its focus; ``False`` runs everything.
+    progress
+        ``progress(done, total)`` over the full pass' slices.
+    """
+    clock = StageClock()
+    reorientation = canonical_reorientation(volume.affine_lps)
+    stages = _Stages(volume, model, reorientation, clock)
+    nz = volume.shape_zyx[0]
+    grid = model.spec.target_shape_yx
+    full_box = (0, grid[0], 0, grid[1])
+    start = time.perf_counter()
+    if use_focus:
+        focus = find_focus(
+            nz,
+            volume.spacing_mm[2],
+            grid,
+            lambda picks: np.argmax(
+                stages.infer(stages.prepare_slices(picks), full_box, NO_TTA, batch_size), axis=1
+            ).astype(np.uint8),
+        )
+    else:
+        focus = everything(nz, grid)
+    if not model.any_size:  # the graph takes the whole grid only: keep the slices, drop the box
+        focus = Focus(focus.z_range, full_box, focus.coarse)
+    clock.add("focus", time.perf_counter() - start)
+    labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
+    z0, z1 = focus.z_range
+    batches = [(a, min(a + batch_size, z1)) for a in range(z0, z1, batch_size)]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
+        ahead: Future[npt.NDArray[np.float32]] | None = pool.submit(stages.prepare, *batches[0]) if batches else None
+        behind: Future[None] | None = None
+        for n, (a, b) in enumerate(batches):
+            assert ahead is not None  # submitted for every batch before its turn
+            image = ahead.result()
+            ahead = pool.submit(stages.prepare, *batches[n + 1]) if n + 1 < len(batches) else None
+            probs = stages.infer(image, focus.box_yx, shifts, batch_size)
+            if behind is not None:
+                behind.result()
+            behind = pool.submit(stages.restore, probs, labels[a:b], focus.box_yx)
+            if progress is not None:
+                progress(b - z0, z1 - z0)
+        if behind is not None:
+            behind.result()
+    return ModelRun(np.asarray(reorientation.inverse().apply_array(labels), dtype=np.uint8), focus, clock)

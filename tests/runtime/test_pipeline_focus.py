@@ -1,0 +1,86 @@
+"""The pipelined model stage and its focus: batching and overlap change nothing, and the focus keeps every
+slice and pixel of the liver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from litseg.runtime import kernels
+from litseg.runtime.focus import MIN_SLICES_FOR_FOCUS, coarse_slices, find_focus
+from litseg.runtime.model import Model
+from litseg.runtime.pipeline import native_region, run_model
+from litseg.runtime.preprocess import preprocess, restore_labels
+from litseg.runtime.series import read_series
+from litseg.runtime.spec import PreprocessSpec
+from tests.factories import LIVER_CENTER_LPS, SeriesGeometry, make_intensity_model, make_series, phantom_labels
+
+TALL = dict(rows=64, columns=72, slices=40, pixel_spacing_mm=(4.0, 4.0), slice_spacing_mm=3.0, center_lps=(0, 0, 8))
+
+
+@pytest.mark.parametrize(
+    ("row_dir", "col_dir"), [((1, 0, 0), (0, 1, 0)), ((0, -1, 0), (1, 0, 0)), ((-1, 0, 0), (0, -1, 0))]
+)
+def test_pipeline_without_focus_equals_the_plain_steps(row_dir, col_dir, tumor_model: Path) -> None:  # type: ignore[no-untyped-def]
+    geo = SeriesGeometry(**TALL, row_direction=row_dir, column_direction=col_dir)  # type: ignore[arg-type]
+    volume = read_series(make_series(geo)).volume
+    model = Model(tumor_model, device="cpu")
+    plain_input = preprocess(volume, model.spec)
+    probs = model.predict_volume(np.asarray(plain_input.image.array, dtype=np.float32), batch_size=5)
+    plain = restore_labels(probs, plain_input, volume).array
+    run = run_model(volume, model, batch_size=5, use_focus=False)  # 8 batches, overlapped
+    np.testing.assert_array_equal(run.labels, plain)
+    assert run.focus.z_range == (0, 40)
+
+
+def test_focus_keeps_every_liver_slice_and_pixel(tmp_path: Path) -> None:
+    geo = SeriesGeometry(**TALL)  # type: ignore[arg-type]
+    volume = read_series(make_series(geo)).volume
+    truth = phantom_labels(geo.world_grid())
+    model = Model(make_intensity_model(tmp_path / "m.onnx", PreprocessSpec()), device="cpu")  # the 256 grid
+    focused = run_model(volume, model, batch_size=4, use_focus=True)
+    everything = run_model(volume, model, batch_size=4, use_focus=False)
+    liver_slices = np.flatnonzero(truth.reshape(40, -1).any(1))
+    z0, z1 = focused.focus.z_range
+    assert 0 < z0 <= liver_slices[0] and liver_slices[-1] < z1 < 40  # slices without liver were skipped
+    y0, y1, x0, x1 = focused.focus.box_yx
+    assert (y1 - y0) * (x1 - x0) < 0.8 * 256 * 256  # and so was part of the grid
+    # a pointwise model sees the same pixels either way: the labels are identical
+    np.testing.assert_array_equal(focused.labels, everything.labels)
+    assert focused.labels.any()
+
+
+def test_no_liver_in_the_coarse_pass_means_no_full_pass(tumor_model: Path) -> None:
+    geo = SeriesGeometry(**{**TALL, "center_lps": (0, 0, 400)})  # type: ignore[arg-type]  # far above the liver
+    volume = read_series(make_series(geo)).volume
+    run = run_model(volume, Model(tumor_model, device="cpu"), use_focus=True)
+    assert run.focus.empty and not run.labels.any()
+    assert LIVER_CENTER_LPS[2] < 100
+
+
+def test_short_series_are_not_focused() -> None:
+    calls: list[int] = []
+    focus = find_focus(MIN_SLICES_FOR_FOCUS - 1, 1.0, (64, 64), lambda picks: calls.append(1) or np.zeros(1))  # type: ignore[func-returns-value]
+    assert focus.z_range == (0, MIN_SLICES_FOR_FOCUS - 1) and calls == []
+
+
+def test_coarse_slices_step_about_10_mm_and_include_both_ends() -> None:
+    picks = coarse_slices(432, 0.8)
+    assert picks[0] == 0 and picks[-1] == 431
+    assert set(np.diff(picks)[:-1]) == {12}
+
+
+@pytest.mark.parametrize(("n_model", "n_native"), [(256, 512), (256, 200), (64, 512)])
+def test_native_region_covers_every_pixel_the_box_can_change(n_model: int, n_native: int) -> None:
+    rng = np.random.default_rng(0)
+    for lo, hi in [(0, 16), (n_model // 4, n_model // 2), (n_model - 16, n_model)]:
+        probs = np.zeros((1, 2, n_model, n_model), np.float32)
+        probs[:, 0] = 1.0
+        probs[:, :, lo:hi, :] = rng.random((1, 2, hi - lo, n_model)).astype(np.float32)
+        full = kernels.resample_argmax(probs, (n_native, n_native))
+        a, b = native_region((lo, hi), n_model, n_native)
+        outside = np.ones(n_native, bool)
+        outside[a:b] = False
+        assert not full[0, outside].any()  # nothing but background outside the region
