@@ -29,6 +29,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from .errors import DeviceError, ModelError
+from .kernels import worker_threads
 from .spec import SPEC_METADATA_KEY, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,13 @@ class Model:
         providers = choose_providers(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; provider fallback is reported by us below
+        # The CPUs this process may use (LITSEG_THREADS overrides), no inter-op pool for a sequential graph,
+        # and no spinning: idle onnxruntime threads would otherwise burn the cores that reading and
+        # preprocessing the next batch need (runtime/pipeline.py overlaps them).
+        options.intra_op_num_threads = worker_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt models

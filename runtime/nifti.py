@@ -13,8 +13,12 @@ from .volume import Volume, lps_to_ras
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
-    """Write a volume as NIfTI-1: data (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner."""
-    array = np.ascontiguousarray(np.asarray(volume.array).transpose(2, 1, 0))
+    """Write a volume as NIfTI-1: data (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner.
+
+    The (z, y, x) C-ordered array transposed is the (x, y, z) Fortran-ordered array NIfTI stores: a view,
+    written as it is, with no second copy of the volume.
+    """
+    array = np.asarray(volume.array).transpose(2, 1, 0)
     image = nib.Nifti1Image(array, lps_to_ras(volume.affine_lps))
     image.header.set_xyzt_units("mm")
     image.set_sform(image.affine, code=1)
