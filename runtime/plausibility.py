@@ -17,10 +17,12 @@ area, its air fraction (< -500 HU) and the bone (> 300 HU) in its outer 12 mm:
 - abdomen: every other slice with a body (pelvis included).
 
 The liver must sit in the upper right abdomen: its centre at least 10 mm right of the body's centre over
-the liver's slices; not more than 150 mm below the lung bases (the lowest slice with air over 5 % below the
-chest slices) when the scan shows lungs; in the upper half of the abdomen when the scan shows 30 cm of it
-or more; and less than half of it in chest slices. Each rule is applied only when its landmark is in the
-scan, so a partial scan (a few slices) is judged on what it shows.
+the liver's slices; less than half of it in chest slices; its centre at most 150 mm below the lung bases
+(the lowest slice of the run of slices with air over 5 % that starts at a chest slice, or at the top of a
+scan whose top slice holds lung bases) when the scan shows lungs; its top within 60 mm of the top of a scan
+that shows none (such a scan starts below the diaphragm, where the liver begins); its centre in the upper
+half of the abdomen when the scan shows 30 cm of abdomen or more. Each rule applies only when its landmark
+is in the scan, so a partial scan (a few slices) is judged on what it shows.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ MIN_ABDOMINAL_FRACTION = 0.35
 BODY_HU = -300.0
 AIR_HU = -500.0
 CHEST_AIR_FRACTION = 0.3
+TOP_LUNG_AIR_FRACTION = 0.1
+LUNG_BASE_AIR_FRACTION = 0.05
 BONE_HU = 300.0
 SLICE_TYPES = ("head", "small", "chest", "abdomen")
 _GRID_MM = 3.5
@@ -287,19 +291,21 @@ def _height_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) 
 
 
 def _lung_base(slices: _Slices) -> float | None:
-    """z of the lowest slice with some lung (air over 5 %) in the run of slices below the chest."""
-    chest = slices.kind == "chest"
-    if not chest.any():
+    """z of the lowest slice of lung: the run of slices with air over 5 % that starts at a chest slice, or
+    at the top of the scan when its top slice holds lung bases (air over 10 %; the top of a pelvic scan
+    holds a few % of bowel gas)."""
+    body = np.nonzero(slices.kind != "")[0]
+    if body.size == 0:
         return None
-    order = np.argsort(-slices.z_mm)
-    run = False
-    base = None
+    order = body[np.argsort(-slices.z_mm[body])]
+    run = bool(slices.air_fraction[order[0]] > TOP_LUNG_AIR_FRACTION)
+    base = float(slices.z_mm[order[0]]) if run else None
     for k in order:
-        if chest[k]:
+        if slices.kind[k] == "chest":
             run, base = True, float(slices.z_mm[k])
-        elif run and slices.kind[k] != "" and slices.air_fraction[k] > 0.05:
+        elif run and slices.air_fraction[k] > LUNG_BASE_AIR_FRACTION:
             base = float(slices.z_mm[k])
-        elif run:
+        else:
             run = False
     return base
 
