@@ -72,7 +72,8 @@ def throughput(
         start = time.perf_counter()
         network(x)
         _sync(device)
-        iterations = int(min(200, max(3, seconds / max(time.perf_counter() - start, 1e-6))))
+        floor = 3 if seconds > 0 else 1  # seconds=0: one timed call (dry runs)
+        iterations = int(min(200, max(floor, seconds / max(time.perf_counter() - start, 1e-6))))
         start = time.perf_counter()
         for _ in range(iterations):
             network(x)
