@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"litseg {litseg_version()}")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the seconds of every stage and the peak memory to stderr"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     return parser
 
@@ -168,7 +173,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, config, formats)
 
 
+def _print_profile(timings: dict[str, float], wall_s: float) -> None:
+    """Per-stage seconds (``model_*`` are summed over the overlapped batches) and the process' peak memory."""
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    lines = [f"{'stage':<22}{'seconds':>9}"]
+    lines += [f"{stage:<22}{seconds:>9.3f}" for stage, seconds in timings.items()]
+    inference = timings.get("model_inference", 0.0)
+    share = (wall_s - inference) / max(inference, 1e-9)
+    lines += [
+        f"{'wall (after start-up)':<22}{wall_s:>9.3f}",
+        f"{'not inference':<22}{wall_s - inference:>9.3f}  ({share:.0%} of inference)",
+        f"{'peak memory':<22}{peak_kb / 1024:>9.0f} MiB",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) -> int:
+    started = time.perf_counter()
     try:
         # Before any work: an --out that could touch the input, or that cannot be written, stops here.
         check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite if args.out else True)
@@ -186,6 +207,8 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         logging.getLogger(__name__).exception("internal error")
         print("litseg-run: internal error (a bug); please report it with the traceback above", file=sys.stderr)
         return errors.EXIT_INTERNAL
+    if args.profile:
+        _print_profile(result.timings_s, time.perf_counter() - started)
     if not args.quiet:
         summary = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
         summary["outputs"] = {f: str(p) for f, p in paths.items()}

@@ -335,6 +335,16 @@ class Model:
             )
         return probs
 
+    def _predict_padded(self, slices: npt.NDArray[np.float32], batch_size: int) -> npt.NDArray[np.float32]:
+        """``predict`` on ``(n, h, w)``; on a GPU a short last batch is padded to ``batch_size`` so that CUDA
+        and TensorRT see one input shape per series and never plan again (the CPU needs no padding)."""
+        n = slices.shape[0]
+        if self.provider == "CPUExecutionProvider" or n >= batch_size:
+            return self.predict(np.ascontiguousarray(slices[:, None]))
+        padded = np.zeros((batch_size, 1, *slices.shape[1:]), dtype=np.float32)
+        padded[:n, 0] = slices
+        return self.predict(padded)[:n]
+
     def predict_volume(
         self,
         image: npt.NDArray[np.float32],
@@ -364,7 +374,7 @@ class Model:
             batch = np.asarray(image[start:stop], dtype=np.float32)
             for (dy, dx), (ydst, ysrc), (xdst, xsrc) in moves:
                 moved = batch if (dy, dx) == (0, 0) else shift_slices(batch, dy, dx)
-                probs = self.predict(np.ascontiguousarray(moved[:, None]))
+                probs = self._predict_padded(moved, batch_size)
                 out[start:stop, :, ysrc, xsrc] += probs[:, :, ydst, xdst]
             if progress is not None:
                 progress(stop, nz)
