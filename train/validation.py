@@ -21,9 +21,10 @@ def evaluate_dice(
 ) -> dict[str, float]:
     """Global Dice of the argmax prediction over a loader, per class name.
 
-    Classes are scored on the slices whose masks are exact (no liver-or-tumor pixel); slices with
-    liver-or-tumor pixels give ``liver-or-tumor``: the predicted liver plus tumor against the merged
-    foreground. A class without reference or prediction in any scored slice is NaN.
+    Background is scored on every slice (merged masks know it exactly); liver and tumor on the slices
+    whose masks are exact (no liver-or-tumor pixel); slices with liver-or-tumor pixels give
+    ``liver-or-tumor``: the predicted liver plus tumor against the merged foreground. A class without
+    reference or prediction in any scored slice is NaN.
     """
     model.eval()
     n = len(class_names)
@@ -34,7 +35,7 @@ def evaluate_dice(
         partial = (mask == LIVER_OR_TUMOR).flatten(1).any(1)
         exact_pred, exact_mask = pred[~partial], mask[~partial]
         for c in range(n):
-            p, t = exact_pred == c, exact_mask == c
+            p, t = (pred == 0, mask == 0) if c == 0 else (exact_pred == c, exact_mask == c)
             inter[c] += (p & t).sum()
             total[c] += p.sum() + t.sum()
         if bool(partial.any()):

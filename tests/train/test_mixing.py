@@ -141,6 +141,7 @@ def test_mixed_run_validates_each_set_and_records_the_mix(tmp_path: Path) -> Non
     columns = {"val_phantoms_dice_liver", "val_phantoms_dice_tumor", "val_real_dice_liver-or-tumor", "val_score"}
     assert columns <= set(row)
     assert np.isnan(row["val_real_dice_liver"])  # the merged set says nothing of liver against tumor
+    assert np.isfinite(row["val_real_dice_background"])  # but knows the background exactly
     data = load_checkpoint(best).metrics["data"]
     assert [s["file"] for s in data["sets"]] == ["phantoms.h5", "real.h5"]
     assert [s["epoch_share"] for s in data["sets"]] == [0.75, 0.25]
