@@ -2,8 +2,12 @@
 
 Two memory figures, because they answer different questions:
 
-- ``peak_rss_bytes``: the kernel's high-water mark of resident memory (``ru_maxrss`` from ``wait4`` on
-  this very child; the largest of the child and the descendants it waited for, not their sum);
+- ``peak_rss_bytes``: the kernel's high-water mark of resident memory (``ru_maxrss`` from ``wait4``; the
+  largest of the command and the descendants it waited for, not their sum). A child's ``ru_maxrss`` starts
+  from its parent's high-water mark (Linux records the forking process's peak at ``exec``), so a large
+  parent such as a pytest session that just built a 432-slice phantom would be counted: the command is
+  therefore started by a small launcher process (a bare Python, ~10 MB), which waits for it and reports its
+  ``ru_maxrss``; figures below ~10 MB are not meaningful;
 - ``tree_peak_rss_bytes``: the largest sum of the resident memory of the child and all its live
   descendants, sampled every ``interval_s`` (catches worker processes running side by side; may miss a
   spike shorter than the interval; shared pages count once per process).
@@ -11,8 +15,11 @@ Two memory figures, because they answer different questions:
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+#: Started fresh (small), it spawns the command, waits for it and writes its wall time and ru_maxrss.
+_LAUNCHER = """
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"wall_s": time.perf_counter() - start, "maxrss_kib": usage.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
 
 
 @dataclass(frozen=True)
@@ -92,32 +110,39 @@ def run_measured(
     interval_s: float = 0.1,
 ) -> ChildRun:
     """Run ``command`` to completion and measure it; stdout and stderr are captured (through files, so a
-    chatty child never blocks on a full pipe). A child still running after ``timeout_s`` is killed."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(command), stdout=out, stderr=err, env=dict(env) if env else None, cwd=cwd)
-        sampler = _TreeSampler(proc.pid, interval_s)
-        sampler.start()
-        killer = threading.Timer(timeout_s, proc.kill)
-        killer.start()
-        try:
-            # wait4 rather than Popen.wait: it returns this child's own rusage (peak RSS), which
-            # getrusage(RUSAGE_CHILDREN) only gives as a maximum over every child ever waited for.
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-            sampler.done.set()
-            sampler.join()
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
-        out.seek(0)
-        err.seek(0)
+    chatty child never blocks on a full pipe). A command still running after ``timeout_s`` is killed with
+    everything it started."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report, out_path, err_path = Path(tmp) / "rusage.json", Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, str(report), *command],
+                stdout=out,
+                stderr=err,
+                env=dict(env) if env else None,
+                cwd=cwd,
+                start_new_session=True,  # its own process group: a timeout kills the command's workers too
+            )
+            sampler = _TreeSampler(proc.pid, interval_s)
+            sampler.start()
+            try:
+                returncode = proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                returncode = proc.wait()
+            finally:
+                sampler.done.set()
+                sampler.join()
+            wall = time.perf_counter() - start
+        measured = json.loads(report.read_text()) if report.is_file() else {"wall_s": wall, "maxrss_kib": 0}
+        peak = int(measured["maxrss_kib"]) * 1024  # Linux reports KiB
         return ChildRun(
             command=tuple(command),
-            returncode=proc.returncode,
-            wall_s=wall,
-            peak_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
-            tree_peak_rss_bytes=max(sampler.peak, usage.ru_maxrss * 1024),
-            stdout=out.read().decode(errors="replace"),
-            stderr=err.read().decode(errors="replace"),
+            returncode=returncode,
+            wall_s=float(measured["wall_s"]),
+            peak_rss_bytes=peak,
+            tree_peak_rss_bytes=max(sampler.peak, peak),
+            stdout=out_path.read_text(errors="replace"),
+            stderr=err_path.read_text(errors="replace"),
         )
