@@ -15,6 +15,7 @@ import logging
 from .api import RunConfig, SegmentationResult, default_model_path, segment, write_results
 from .errors import DeviceError, InputError, LitsegError, ModelError, OutputError
 from .model import Model, ModelInfo
+from .plausibility import Plausibility, PlausibilityWarning, assess
 from .segmenter import Segmenter
 from .series import DicomSeries, read_series
 from .spec import PreprocessSpec
@@ -31,11 +32,14 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "OutputError",
+    "Plausibility",
+    "PlausibilityWarning",
     "PreprocessSpec",
     "RunConfig",
     "SegmentationResult",
     "Segmenter",
     "Volume",
+    "assess",
     "default_model_path",
     "read_series",
     "segment",

@@ -28,6 +28,7 @@ from .nifti import write_nifti
 from .output_folder import check_output_location, commit_folder
 from .overlay import write_overlay
 from .pipeline import run_model
+from .plausibility import Plausibility, assess
 from .postprocess import Measurements, measure, postprocess_labels
 from .series import DicomSeries, SeriesSource, read_series
 from .volume import Volume
@@ -149,11 +150,12 @@ class SegmentationResult:
     tumor_margin_mm: float = 0.0
     tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
     focus: FocusReport | None = None
+    plausibility: Plausibility | None = None
 
     def report(self) -> dict[str, Any]:
         """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
         m = self.measurements
-        return {
+        out: dict[str, Any] = {
             "litseg_version": litseg_version(),
             "series_instance_uid": self.series.series_instance_uid,
             "study_instance_uid": self.series.study_instance_uid,
@@ -178,6 +180,10 @@ class SegmentationResult:
             "tumor_burden_percent": round(m.tumor_burden_percent, 3),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
+        if self.plausibility is not None:
+            out["liver_plausible"] = self.plausibility.liver_plausible
+            out["plausibility"] = self.plausibility.report()
+        return out
 
 
 class _Timer:
@@ -241,9 +247,13 @@ def segment(
         min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
         labels = postprocess_labels(labels, config.largest_component, min_voxels, margin)
         measurements = measure(labels)
+    with timer.stage("plausibility"):  # from labels, HU and geometry only; warnings, never a refusal
+        plausibility = assess(labels, series.volume)
+    for warning in plausibility.warnings:
+        log.warning("plausibility: %s [%s]", warning.message, warning.code)
     focus = FocusReport.of(run.focus, series.volume.shape_zyx[0], model.spec.target_shape_yx)
     return SegmentationResult(
-        labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts, focus
+        labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts, focus, plausibility
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -15,7 +16,6 @@ import pydicom
 import pytest
 
 from litseg.runtime import RunConfig, read_series, segment, write_results
-from litseg.runtime.cli import main
 from tests.runtime import bad_inputs
 
 
@@ -82,14 +82,21 @@ def test_variant_encodings_give_the_same_hu(case: str, tmp_path: Path) -> None:
     np.testing.assert_allclose(variant.affine_lps, plain.affine_lps, atol=1e-6)
 
 
-def test_quiet_run_on_a_real_series_prints_nothing(
-    real_ct: Path, tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]
+def test_quiet_run_on_a_real_series_prints_only_what_a_reader_must_see(
+    real_ct: Path, tmp_path: Path, tumor_model: Path
 ) -> None:
-    # The GE series' PatientName makes highdicom warn; that is detail for the debug log, not for the user.
-    code = main([str(real_ct / "dicom"), "--model", str(tumor_model), "--out", str(tmp_path / "o"), "--quiet"])
-    captured = capsys.readouterr()
-    assert code == 0
-    assert captured.err == "" and captured.out == ""
+    # The GE series' PatientName makes highdicom warn: detail for the debug log, not for the user. The
+    # plausibility warnings (3 slices cannot hold a whole liver) are what a reader must see, even with --quiet.
+    args = [str(real_ct / "dicom"), "--model", str(tumor_model), "--out", str(tmp_path / "o"), "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "litseg.runtime.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all("plausibility:" in line for line in lines), proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["liver_plausible"] is False
+    assert "liver_volume_out_of_range" in [w["code"] for w in report["plausibility"]["warnings"]]
 
 
 def test_in_memory_deidentified_datasets_are_not_modified(tumor_model: Path) -> None:
