@@ -114,7 +114,7 @@ def environment(check: Check) -> dict[str, Any]:
         facts["torch_cuda_available"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             facts["torch_device"] = torch.cuda.get_device_name(0)
-            facts["cudnn"] = torch.backends.cudnn.version()
+            facts["cudnn"] = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
     except Exception as exc:
         facts["torch_error"] = f"{type(exc).__name__}: {exc}"
     try:
@@ -201,7 +201,7 @@ def throughput(check: Check) -> dict[str, Any]:
 def _ort_throughput(check: Check, shape: tuple[int, ...]) -> dict[str, Any]:
     import onnxruntime as ort
 
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
         if provider not in ort.get_available_providers():
             continue

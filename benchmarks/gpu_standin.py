@@ -54,7 +54,7 @@ def prepare(network: torch.nn.Module, device: str) -> torch.nn.Module:
     network = network.to(device).eval()
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed shapes: plan once, reuse
-        network = network.to(memory_format=torch.channels_last)
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return network
 
 

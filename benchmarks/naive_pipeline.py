@@ -41,7 +41,7 @@ BATCH_SIZE = 8
 def read_hu(folder: Path) -> tuple[np.ndarray, list[pydicom.Dataset]]:
     """Every file of ``folder`` (recursively) as one float32 HU volume ``(z, rows, columns)``, sorted by the
     z of ImagePositionPatient; returns the volume and the datasets in that order."""
-    datasets = [pydicom.dcmread(p) for p in sorted(folder.rglob("*")) if p.is_file()]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(p) for p in sorted(folder.rglob("*")) if p.is_file()]
     datasets.sort(key=lambda d: float(d.ImagePositionPatient[2]))
     hu = np.empty((len(datasets), datasets[0].Rows, datasets[0].Columns), dtype=np.float32)
     for k, ds in enumerate(datasets):
@@ -64,7 +64,7 @@ def to_model_input(hu: np.ndarray, window_hu: tuple[float, float], shape_yx: tup
     for k, hu_slice in enumerate(hu):
         unit = (np.clip(hu_slice, lo, hi) - lo) / (hi - lo)
         image = Image.fromarray(unit.astype(np.float32), mode="F")
-        out[k, 0] = np.asarray(image.resize((shape_yx[1], shape_yx[0]), Image.BILINEAR))
+        out[k, 0] = np.asarray(image.resize((shape_yx[1], shape_yx[0]), Image.Resampling.BILINEAR))
     return out
 
 
@@ -82,7 +82,7 @@ def to_native(labels: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
     """PIL nearest-neighbour resize of every label slice back to ``shape_yx``: uint8 ``(z, rows, columns)``."""
     out = np.empty((labels.shape[0], *shape_yx), dtype=np.uint8)
     for k, label_slice in enumerate(labels):
-        out[k] = np.asarray(Image.fromarray(label_slice).resize((shape_yx[1], shape_yx[0]), Image.NEAREST))
+        out[k] = np.asarray(Image.fromarray(label_slice).resize((shape_yx[1], shape_yx[0]), Image.Resampling.NEAREST))
     return out
 
 
