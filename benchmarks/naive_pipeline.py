@@ -63,7 +63,7 @@ def to_model_input(hu: np.ndarray, window_hu: tuple[float, float], shape_yx: tup
     out = np.empty((hu.shape[0], 1, *shape_yx), dtype=np.float32)
     for k, hu_slice in enumerate(hu):
         unit = (np.clip(hu_slice, lo, hi) - lo) / (hi - lo)
-        image = Image.fromarray(unit.astype(np.float32), mode="F")
+        image = Image.fromarray(unit.astype(np.float32))  # float32 -> mode "F"
         out[k, 0] = np.asarray(image.resize((shape_yx[1], shape_yx[0]), Image.Resampling.BILINEAR))
     return out
 
