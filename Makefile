@@ -45,6 +45,7 @@ test-gpu: $(STAMP)
 # Benchmarks with timing on (the test run executes each benchmark once, untimed).
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=build/benchmarks.json
+	$(BIN)/python -m benchmarks.report build/benchmarks.json
 
 # The recipe of the bundled default models (CPU, 2 cores; times in train/recipe.sh): phantoms -> HDF5 ->
 # train -> export -> evaluate on held-out phantoms. Override e.g. CASES=10 EPOCHS_1=1 for a dry run.
