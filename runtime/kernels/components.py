@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
@@ -11,33 +10,13 @@ from .threads import jit, over_slices, require
 
 # ----- connected components ------------------------------------------------------------------------
 # Inlined into its caller, whose cache holds it (no cache of its own: it must not need a writable folder).
-@nb.njit(nogil=True)
-def _find(parent, a):  # type: ignore[no-untyped-def]
-    while parent[a] != a:
-        parent[a] = parent[parent[a]]  # path halving
-        a = parent[a]
-    return a
-
-
-@nb.njit(nogil=True)
-def _union(parent, best, other):  # type: ignore[no-untyped-def]
-    """Merge the set of provisional label ``other`` into ``best`` (0: none yet); returns the new root."""
-    root = _find(parent, other)
-    if best == 0 or root == best:
-        return root
-    if root < best:
-        parent[best] = root
-        return root
-    parent[root] = best
-    return best
-
-
 @jit
 def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
     # Two-pass union-find on the raster order: pass 1 gives provisional labels and records which
     # touch (through the already visited x-1, y-1 and z-1 neighbours), pass 2 writes final labels
     # numbered by first appearance, as scipy.ndimage.label does. ``parent`` has room for one
-    # provisional label per mask voxel (the most there can be).
+    # provisional label per mask voxel (the most there can be). One function, no helpers: each nested
+    # jitted function costs its own type inference, and this kernel compiles on every fresh install.
     nz, ny, nx = mask.shape
     parent[0] = 0
     n = 0
@@ -46,22 +25,39 @@ def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
             for x in range(nx):
                 if not mask[z, y, x]:
                     continue
-                best = np.int32(0)
-                if x > 0 and labels[z, y, x - 1] != 0:
-                    best = _union(parent, best, labels[z, y, x - 1])
-                if y > 0 and labels[z, y - 1, x] != 0:
-                    best = _union(parent, best, labels[z, y - 1, x])
-                if z > 0 and labels[z - 1, y, x] != 0:
-                    best = _union(parent, best, labels[z - 1, y, x])
+                best = 0
+                for d in range(3):
+                    other = 0
+                    if d == 0 and x > 0:
+                        other = labels[z, y, x - 1]
+                    elif d == 1 and y > 0:
+                        other = labels[z, y - 1, x]
+                    elif d == 2 and z > 0:
+                        other = labels[z - 1, y, x]
+                    if other == 0:
+                        continue
+                    root = other
+                    while parent[root] != root:
+                        parent[root] = parent[parent[root]]  # path halving
+                        root = parent[root]
+                    if best == 0 or root == best:
+                        best = root
+                    elif root < best:
+                        parent[best] = root
+                        best = root
+                    else:
+                        parent[root] = best
                 if best == 0:
                     n += 1
                     parent[n] = n
-                    best = np.int32(n)
+                    best = n
                 labels[z, y, x] = best
     final = np.zeros(n + 1, dtype=np.int32)
     count = 0
     for a in range(1, n + 1):
-        root = _find(parent, a)
+        root = a
+        while parent[root] != root:
+            root = parent[root]
         if root == a:
             count += 1
             final[a] = count
