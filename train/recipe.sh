@@ -28,12 +28,15 @@ MIX=${MIX:-0.6,0.4}
 # 160 did not help further (0.69 vs 0.69 per case on 30 held-out phantoms, seeds 9000-9029) and costs 35 min
 # more data preparation and 10 min more validation.
 CASES=${CASES:-80}
-# Body regions of the training phantoms (litseg-phantom --region-mix; hard negatives are on for every region
-# but abdomen): scans reaching the chest and pelvis, and cases without liver, labelled background.
+# Body regions of the training phantoms (litseg-phantom --region-mix, with --hard-negatives for every region:
+# ascites, splenomegaly, full stomachs, pelvic masses): scans reaching the chest and pelvis, and cases
+# without liver, labelled background.
 REGION_MIX=${REGION_MIX:-abdomen:0.6,chest-abdomen-pelvis:0.2,pelvis:0.07,chest:0.05,head:0.04,neck:0.04}
 # 30 held-out phantoms (seeds 9000-9029, abdomen): with 10, the case mix alone moved the tumor Dice per case
 # by about 0.1 (the same model: 0.60 on seeds 9000-9009, 0.73 on 9010-9029)
 TEST_CASES=${TEST_CASES:-30}
+# Slices without liver kept in the phantom set (the hard negatives and the liver-free regions live there).
+EMPTY_FRACTION=${EMPTY_FRACTION:-0.25}
 # held-out phantoms without liver (seeds 9500+): the bar is <= 10 mL of liver and no tumor
 NEG_CASES=${NEG_CASES:-8}
 NEG_REGION_MIX=${NEG_REGION_MIX:-chest:0.25,pelvis:0.25,head:0.25,neck:0.25}
@@ -97,7 +100,8 @@ done
 
 # --- data
 [ -f "$WORK/train/phantom-manifest.json" ] || \
-  "$BIN/litseg-phantom" --out "$WORK/train" --cases "$CASES" --seed 1000 --size "$SIZE" --region-mix "$REGION_MIX"
+  "$BIN/litseg-phantom" --out "$WORK/train" --cases "$CASES" --seed 1000 --size "$SIZE" --region-mix "$REGION_MIX" \
+    --hard-negatives
 [ -f "$WORK/test/phantom-manifest.json" ] || \
   "$BIN/litseg-phantom" --out "$WORK/test" --cases "$TEST_CASES" --seed 9000 --size "$SIZE" --dicom
 [ -f "$WORK/negatives/phantom-manifest.json" ] || \
@@ -105,7 +109,8 @@ done
     --region-mix "$NEG_REGION_MIX" --dicom
 for task in liver-tumor liver; do
   [ -f "$WORK/$task.h5" ] || \
-    "$BIN/litseg-prepare" "$WORK/train" --out "$WORK/$task.h5" --task "$task" --window-hu "$WINDOW"
+    "$BIN/litseg-prepare" "$WORK/train" --out "$WORK/$task.h5" --task "$task" --window-hu "$WINDOW" \
+      --empty-fraction "$EMPTY_FRACTION"
   [ -f "$WORK/msd-$task.h5" ] || \
     "${PY[@]}" litseg.train.prepare_real msd "$MSD" --out "$WORK/msd-$task.h5" --task "$task" --window-hu "$WINDOW"
 done
