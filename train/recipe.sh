@@ -67,7 +67,9 @@ MODELS=${MODELS:-runtime/models}
 # from the liver-tumor network (all layers but the head) and is fine-tuned for the liver task, which beat a
 # separately trained base-8 liver model (0.95 Dice) in a fifth of the time. Training steps run in bf16 with
 # channels-last on CPUs with native bf16 (AMX / AVX512-BF16: 2.4x the fp32 step rate), which buys
-# 6 x 12000 patches in the hour instead of 5 x 6000.
+# 6 x 12000 patches in the hour instead of 5 x 6000. A CPU without native bf16 trains in fp32: the recipe
+# prints its estimate first (python -m litseg.train.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
+# shared with other work, it was 0.40 s per 160x160 patch, about 7 h for these settings.
 BASE=${BASE:-16}
 PATCH=${PATCH:-160}
 PATCHES=${PATCHES:-12000}  # per epoch, from both sets at $MIX
@@ -88,9 +90,14 @@ for folder in "$MSD" "$IRCAD"; do
 done
 mkdir -p "$WORK" "$MODELS"
 
-# --- baseline: the models this run replaces, on the same real slices (before anything is overwritten)
+# --- baseline: the models this run replaces, on the same real slices (before anything is overwritten; a model
+# of this recipe's $VERSION is this run's own output, not a baseline)
+model_version() {
+  "$BIN/python" -c "import sys; from litseg.runtime import Model; print(Model(sys.argv[1], device='cpu').info.version)" "$1"
+}
 for task in liver-tumor liver; do
   [ -f "$MODELS/$task.onnx" ] || continue
+  [ "$(model_version "$MODELS/$task.onnx")" = "$VERSION" ] && continue
   for source in msd ircad; do
     folder=$MSD; [ "$source" = ircad ] && folder=$IRCAD
     [ -f "$WORK/eval-$source-$task-baseline.json" ] || "${PY[@]}" litseg.train.evaluate_slices "$MODELS/$task.onnx" \
@@ -115,7 +122,13 @@ for task in liver-tumor liver; do
     "${PY[@]}" litseg.train.prepare_real msd "$MSD" --out "$WORK/msd-$task.h5" --task "$task" --window-hu "$WINDOW"
 done
 
-# --- training
+# --- training (first: this machine's speed, scaled to the run; the hour above was measured with native bf16)
+if [ ! -d "$WORK/run-liver-tumor" ] && [ "${ESTIMATE:-1}" = 1 ]; then
+  echo "recipe: training time on this machine (validation not counted):" >&2
+  "${PY[@]}" litseg.train.step_timing --base "$BASE" --threads "$THREADS" \
+    --samples "$PATCH:$((PATCHES * EPOCHS_1 * MEMBERS + PATCHES_LIVER * EPOCHS_LIVER))" \
+    --samples "256:$((SLICES_2 * MEMBERS))" >&2
+fi
 epochs_done() {  # run -> epochs in its log (0 without one)
   "$BIN/python" -c "import json,sys;print(len(json.load(open(sys.argv[1]))))" "$WORK/$1/log.json" 2>/dev/null \
     || echo 0
