@@ -233,12 +233,18 @@ class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return int(self.indices.size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample(i, 0)
+
+    def sample(self, i: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``i`` as its ``draw``-th copy in this epoch: each copy of a slice drawn several times (a
+        small set at a large share, a boosted slice) gets its own augmentation and patch."""
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         n = int(self.indices[i])
         image = torch.from_numpy(self._file["images"][n][None].astype(np.float32))
         mask = torch.from_numpy(self._file["masks"][n].astype(np.int64))
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, n)) & 0x7FFFFFFF)
+        key = (self.seed, self.epoch, n) if draw == 0 else (self.seed, self.epoch, n, draw)
+        g = torch.Generator().manual_seed(hash(key) & 0x7FFFFFFF)
         if self.augment is not None:
             image, mask = self.augment(image, mask, g)
         if self.crop is not None:

@@ -173,7 +173,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     weights = weights.to(device)
     best_path = out / "checkpoint-best.pt"
     ran_on = hardware(device, world)
-    sampler = EpochSampler(plan, rank, world)
+    sampler = EpochSampler(plan, rank, world, encode_draws=True)
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)

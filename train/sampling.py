@@ -66,6 +66,11 @@ class EpochPlan:
     def total(self) -> int:
         return sum(self.draws)
 
+    @property
+    def slices(self) -> int:
+        """Training slices of all sets together (the length of the concatenated training data)."""
+        return sum(r.size for r in self.rare)
+
     def indices(self, epoch: int) -> npt.NDArray[np.int64]:
         """The epoch's sample: positions in the concatenated training data, shuffled across sets."""
         rng = np.random.default_rng([self.seed, epoch])
@@ -88,15 +93,18 @@ class EpochSampler(Sampler[int]):
     """This process's share of each epoch's sample (all of it when ``world`` is 1).
 
     The list is padded by wrapping around to a multiple of ``world`` (as ``DistributedSampler`` does), so
-    every process runs the same number of steps.
+    every process runs the same number of steps. With ``encode_draws`` a position drawn again within the
+    epoch comes as ``position + draw * plan.slices`` (its ``draw``-th copy), so the dataset can give each
+    copy its own augmentation.
     """
 
-    def __init__(self, plan: EpochPlan, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, plan: EpochPlan, rank: int = 0, world: int = 1, encode_draws: bool = False) -> None:
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"need 0 <= rank < world; got rank {rank}, world {world}")
         self.plan = plan
         self.rank = rank
         self.world = world
+        self.encode_draws = encode_draws
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -110,4 +118,17 @@ class EpochSampler(Sampler[int]):
         padded = len(self) * self.world
         if order.size and padded > order.size:
             order = np.concatenate([order, order[: padded - order.size]])
+        if self.encode_draws and order.size:
+            order = order + self.plan.slices * _draw_numbers(order)
         return iter(order[self.rank :: self.world].tolist())
+
+
+def _draw_numbers(order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """For each entry, how many times its value occurred before it (0 for a first draw)."""
+    sort = np.argsort(order, kind="stable")
+    values = order[sort]
+    starts = np.r_[0, np.nonzero(np.diff(values))[0] + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, values.size]))
+    draws = np.empty_like(order)
+    draws[sort] = np.arange(values.size) - run_start
+    return draws

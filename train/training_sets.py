@@ -141,5 +141,8 @@ class MixedSlices(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return sum(len(p) for p in self.parts)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k = bisect_right(self.starts, i) - 1
-        return self.parts[k][i - self.starts[k]]
+        """Item ``i`` of the concatenation; ``i >= len(self)`` encodes a repeated draw (see
+        :class:`~.sampling.EpochSampler`): ``draw, position = divmod(i, len(self))``."""
+        draw, position = divmod(i, len(self))
+        k = bisect_right(self.starts, position) - 1
+        return self.parts[k].sample(position - self.starts[k], draw)

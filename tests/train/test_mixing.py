@@ -164,3 +164,20 @@ def test_sets_with_other_preprocessing_or_for_testing_only_are_refused(
     assert code == 3 and "different preprocessing spec" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # usage: one share per set
         main(["--data", str(a), "--data", str(a), "--mix", "1", "--out", str(tmp_path / "cli")])
+
+
+def test_each_copy_of_a_slice_drawn_twice_gets_its_own_augmentation(tmp_path: Path) -> None:
+    from litseg.train.training_sets import MixedSlices, epoch_plan, open_sets
+
+    data = write_set(tmp_path / "small.h5", 3)
+    config = _config((data,), tmp_path / "run", slices_per_epoch=40, crop=32)  # 10 training slices, 40 draws
+    sets = open_sets(config)
+    plan = epoch_plan(sets, config)
+    encoded = list(EpochSampler(plan, encode_draws=True))
+    assert [i % plan.slices for i in encoded] == list(EpochSampler(plan))  # the same sample, copies numbered
+    assert sorted(i // plan.slices for i in encoded) == sorted([0, 1, 2, 3] * 10)
+    dataset = MixedSlices(sets, config)
+    first, again = dataset[3], dataset[3 + plan.slices]
+    assert first[0].shape == again[0].shape == (1, 32, 32)
+    assert not torch.equal(first[0], again[0])  # another patch or augmentation, not a duplicate
+    assert torch.equal(dataset[3][0], first[0])  # and each copy is reproducible
