@@ -3,7 +3,7 @@
 # (held-out phantoms, phantoms without liver, the 22 MSD validation patients, and IRCAD once at the end) ->
 # model cards. Runs on the CPU (2 cores: about an hour of training); every step is a litseg CLI or module.
 # Steps whose outputs exist are skipped, so an interrupted run can be resumed. Knobs are environment variables.
-# Smoke run (about 25 min on 2 cores, tiny settings, nothing in runtime/models):
+# Smoke run (tiny settings, nothing in runtime/models; 8 min on 2 shared cores, 18 min when they were busy):
 #   WORK=/tmp/litseg-smoke MODELS=/tmp/litseg-smoke/models CASES=6 TEST_CASES=2 NEG_CASES=2 SIZE=256 \
 #   PATCHES=64 EPOCHS_1=1 SLICES_2=16 EPOCHS_LIVER=1 PATCHES_LIVER=32 bash train/recipe.sh
 set -euo pipefail
@@ -69,7 +69,7 @@ MODELS=${MODELS:-runtime/models}
 # channels-last on CPUs with native bf16 (AMX / AVX512-BF16: 2.4x the fp32 step rate), which buys
 # 6 x 12000 patches in the hour instead of 5 x 6000. A CPU without native bf16 trains in fp32: the recipe
 # prints its estimate first (python -m litseg.train.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
-# shared with other work, it was 0.40 s per 160x160 patch, about 7 h for these settings.
+# shared with other work, it measured 0.10-0.40 s per 160x160 patch: 2.2-7 h for these settings.
 BASE=${BASE:-16}
 PATCH=${PATCH:-160}
 PATCHES=${PATCHES:-12000}  # per epoch, from both sets at $MIX
