@@ -52,3 +52,11 @@ def evaluate(argv: Sequence[str] | None = None) -> int:
 
 def export(argv: Sequence[str] | None = None) -> int:
     return _launch("litseg-export", "litseg.export.cli", argv)
+
+
+def prepare_real(argv: Sequence[str] | None = None) -> int:
+    return _launch("litseg-prepare-real", "litseg.train.prepare_real", argv)
+
+
+def eval_slices(argv: Sequence[str] | None = None) -> int:
+    return _launch("litseg-eval-slices", "litseg.train.evaluate_slices", argv)
