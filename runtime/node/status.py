@@ -11,7 +11,8 @@ from typing import Any
 from .spool import ERROR_FILE, SUMMARY_FILE, iter_incoming, list_jobs, read_json
 
 #: Timing stages shown in the per-series line, in pipeline order.
-STAGES = ("read", "preprocess", "inference", "postprocess", "write", "send")
+#: Report timings shown per series; ``model_*`` are the model stage's parts, summed over its overlapped batches.
+STAGES = ("read", "model_focus", "model_preprocess", "model_inference", "postprocess", "write", "send")
 NODE_FILE = "node.json"
 
 
@@ -87,7 +88,9 @@ def format_series_line(summary: dict[str, Any]) -> str:
             f"{error.get('message', '')}; kept in failed/"
         )
     timings = summary.get("timings_s", {})
-    stages = ", ".join(f"{s} {timings[s]:.2f} s" for s in STAGES if isinstance(timings.get(s), int | float))
+    stages = ", ".join(
+        f"{s.removeprefix('model_')} {timings[s]:.2f} s" for s in STAGES if isinstance(timings.get(s), int | float)
+    )
     result = summary.get("result") or {}
     outcome = (
         f"liver {result.get('liver_volume_ml')} mL, {result.get('tumor_count')} tumor(s) "
