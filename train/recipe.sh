@@ -27,20 +27,20 @@ MIX=${MIX:-0.6,0.4}
 # 9000-9009).
 # 160 did not help further (0.69 vs 0.69 per case on 30 held-out phantoms, seeds 9000-9029) and costs 35 min
 # more data preparation and 10 min more validation.
-CASES=${CASES:-80}
+CASES=${CASES:-48}
 # Body regions of the training phantoms (litseg-phantom --region-mix, with --hard-negatives for every region:
 # ascites, splenomegaly, full stomachs, pelvic masses): scans reaching the chest and pelvis, and cases
 # without liver, labelled background.
 REGION_MIX=${REGION_MIX:-abdomen:0.6,chest-abdomen-pelvis:0.2,pelvis:0.07,chest:0.05,head:0.04,neck:0.04}
 # 30 held-out phantoms (seeds 9000-9029, abdomen): with 10, the case mix alone moved the tumor Dice per case
 # by about 0.1 (the same model: 0.60 on seeds 9000-9009, 0.73 on 9010-9029)
-TEST_CASES=${TEST_CASES:-30}
+TEST_CASES=${TEST_CASES:-20}
 # Slices without liver kept in the phantom set (the hard negatives and the liver-free regions live there).
 EMPTY_FRACTION=${EMPTY_FRACTION:-0.25}
 # held-out phantoms without liver (seeds 9500+): the bar is <= 10 mL of liver and no tumor
 NEG_CASES=${NEG_CASES:-8}
 NEG_REGION_MIX=${NEG_REGION_MIX:-chest:0.25,pelvis:0.25,head:0.25,neck:0.25}
-SIZE=${SIZE:-512}  # phantom rows = columns (smaller only for smoke runs)
+SIZE=${SIZE:-256}  # phantom rows = columns (the model sees 256 x 256 either way; 512 takes 4x the time)
 # MEMBERS > 1 makes the liver-tumor model an ensemble of U-Nets trained alike with seeds 0, 1, ... (each
 # with its own validation split of the phantoms and initialisation), exported as one ONNX graph that averages
 # their softmax probabilities (nnU-Net's fold ensemble); each member costs the training hour again and
@@ -69,15 +69,25 @@ MODELS=${MODELS:-runtime/models}
 # channels-last on CPUs with native bf16 (AMX / AVX512-BF16: 2.4x the fp32 step rate), which buys
 # 6 x 12000 patches in the hour instead of 5 x 6000. A CPU without native bf16 trains in fp32: the recipe
 # prints its estimate first (python -m litseg.train.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
-# shared with other work, it measured 0.10-0.40 s per 160x160 patch: 2.2-7 h for these settings.
+# shared with other work, it measured 0.10-0.40 s per 160x160 patch: 2.2-7 h for 6 x 12000 patches.
+# So the 0.5.0 models were fine-tuned, not trained from scratch: the first liver-tumor phase starts from
+# the 0.4.0 network's weights (INIT_FROM_REV: the git revision whose runtime/models/liver-tumor.onnx is
+# turned into a checkpoint by python -m litseg.train.init_checkpoint; empty trains from scratch), with
+# 2 x 2500 patches and one epoch of 200 whole slices, and the liver model 600 patches: 23 min of training
+# on this machine while other work shared it. With native bf16 or a GPU, train longer (e.g. PATCHES=12000
+# EPOCHS_1=6 SLICES_2=1200 EPOCHS_LIVER=2 PATCHES_LIVER=3000 INIT_FROM_REV=).
+INIT_FROM_REV=${INIT_FROM_REV-cffb4ef}
+# Phantom cases held out for validation (the MSD sets carry their fixed 100/22 patient split): 5 % keeps
+# each epoch's validation to a few minutes on the CPU.
+VAL_FRACTION=${VAL_FRACTION:-0.05}
 BASE=${BASE:-16}
 PATCH=${PATCH:-160}
-PATCHES=${PATCHES:-12000}  # per epoch, from both sets at $MIX
-EPOCHS_1=${EPOCHS_1:-6}   # liver-tumor, patches, lr $LR_1 poly
-SLICES_2=${SLICES_2:-1200}  # liver-tumor, one more epoch: whole slices at $LR_2
-EPOCHS_LIVER=${EPOCHS_LIVER:-2}
-PATCHES_LIVER=${PATCHES_LIVER:-3000}
-LR_1=${LR_1:-5e-4}
+PATCHES=${PATCHES:-2500}  # per epoch, from both sets at $MIX
+EPOCHS_1=${EPOCHS_1:-2}   # liver-tumor, patches, lr $LR_1 poly
+SLICES_2=${SLICES_2:-200}  # liver-tumor, one more epoch: whole slices at $LR_2
+EPOCHS_LIVER=${EPOCHS_LIVER:-1}
+PATCHES_LIVER=${PATCHES_LIVER:-600}
+LR_1=${LR_1:-2e-4}
 LR_2=${LR_2:-5e-5}
 LR_LIVER=${LR_LIVER:-2e-4}
 # On a CUDA GPU (AMP is automatic), more capacity and steps fit in the same hour, e.g.
@@ -138,17 +148,28 @@ train() {  # run task base epochs samples-per-epoch [litseg-train flags]: one ph
   resume=()
   [ -f "$WORK/$1/checkpoint-last.pt" ] && resume=(--resume "$WORK/$1/checkpoint-last.pt")
   "$BIN/litseg-train" --data "$WORK/$2.h5" --data "$WORK/msd-$2.h5" --mix "$MIX" --out "$WORK/$1" --base "$3" \
-    --epochs "$4" --slices-per-epoch "$5" --threads "$THREADS" "${resume[@]}" "${@:6}"
+    --epochs "$4" --slices-per-epoch "$5" --threads "$THREADS" --val-fraction "$VAL_FRACTION" "${resume[@]}" "${@:6}"
 }
 member_run() {  # task member -> run folder: run-<task> for the first member, run-<task>-<member> after it
   if [ "$2" -eq 1 ]; then echo "run-$1"; else echo "run-$1-$2"; fi
 }
 tumor=(--crop "$PATCH" --crop-foreground 0.67 --rare-class-boost 3 --weight-cap 5)
+init=()
+if [ -n "$INIT_FROM_REV" ]; then
+  [ -f "$WORK/init-$INIT_FROM_REV.pt" ] || {
+    git show "$INIT_FROM_REV:runtime/models/liver-tumor.onnx" > "$WORK/init-$INIT_FROM_REV.onnx"
+    "${PY[@]}" litseg.train.init_checkpoint "$WORK/init-$INIT_FROM_REV.onnx" --out "$WORK/init-$INIT_FROM_REV.pt"
+  }
+  init=(--init "$WORK/init-$INIT_FROM_REV.pt")
+fi
 members=()
 for m in $(seq 1 "$MEMBERS"); do
   run=$(member_run liver-tumor "$m")
   seed=(--seed $((m - 1)))  # its own validation split of the phantoms and initialisation
-  train "$run" liver-tumor "$BASE" "$EPOCHS_1" "$PATCHES" "${tumor[@]}" --lr "$LR_1" --lr-schedule poly "${seed[@]}"
+  first=("${init[@]}")
+  [ -f "$WORK/$run/checkpoint-last.pt" ] && first=()  # a resumed phase has its weights already
+  train "$run" liver-tumor "$BASE" "$EPOCHS_1" "$PATCHES" "${tumor[@]}" --lr "$LR_1" --lr-schedule poly "${seed[@]}" \
+    "${first[@]}"
   train "$run" liver-tumor "$BASE" $((EPOCHS_1 + 1)) "$SLICES_2" --rare-class-boost 3 --weight-cap 5 --lr "$LR_2" \
     "${seed[@]}"
   members+=("$WORK/$run/checkpoint-best.pt")
