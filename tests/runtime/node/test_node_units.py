@@ -127,7 +127,7 @@ def test_status_reads_the_spool_without_a_node(tmp_path: Path, capsys: pytest.Ca
         "state": "done",
         "series_instance_uid": SERIES,
         "instances": 1,
-        "timings_s": {"read": 0.1, "inference": 1.25, "send": 0.05},
+        "timings_s": {"read": 0.1, "model_inference": 1.25, "send": 0.05},
         "result": {"liver_volume_ml": 1500.0, "tumor_count": 2, "tumor_volume_ml": 12.5},
         "forward": {"destination": "PACS@h:104", "status": "0x0000", "attempts": 1},
         "out": None,
