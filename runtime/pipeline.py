@@ -23,6 +23,7 @@ from . import kernels
 from .focus import Focus, everything, find_focus
 from .geometry import Reorientation, canonical_reorientation
 from .model import NO_TTA, Model
+from .preprocess import kernel_input
 from .series_pixels import AIR_HU
 from .volume import Volume
 
@@ -62,9 +63,7 @@ class _Stages:
     """The three stage functions of one run, bound to its volume, model and focus."""
 
     def __init__(self, volume: Volume, model: Model, reorientation: Reorientation, clock: StageClock) -> None:
-        self.native = np.ascontiguousarray(
-            volume.array if volume.array.dtype in (np.int16, np.float32) else np.asarray(volume.array, dtype=np.float32)
-        )
+        self.native = kernel_input(volume)
         self.model = model
         self.spec = model.spec
         self.flags = reorientation.flags

@@ -40,6 +40,15 @@ class ModelInput:
     canonical_shape_zyx: tuple[int, int, int]
 
 
+def kernel_input(volume: Volume) -> npt.NDArray[np.generic]:
+    """The HU array as the fused kernel takes it: int16 or float32 (other dtypes converted), C-contiguous;
+    no copy when it already is."""
+    native = np.asarray(volume.array)
+    if native.dtype not in (np.int16, np.float32):
+        native = native.astype(np.float32)
+    return np.ascontiguousarray(native)
+
+
 def preprocess(volume: Volume, spec: PreprocessSpec) -> ModelInput:
     """Turn a HU volume into model input.
 
@@ -53,11 +62,8 @@ def preprocess(volume: Volume, spec: PreprocessSpec) -> ModelInput:
     # Values below air are padding outside the scan field (-2048, -3024): read as air, as the DICOM reader
     # does, so NIfTI and DICOM inputs give the same model input. One fused pass: no reoriented copy.
     reorientation = canonical_reorientation(volume.affine_lps)
-    native = np.asarray(volume.array)
-    if native.dtype not in (np.int16, np.float32):
-        native = native.astype(np.float32)
     image = kernels.preprocess_slices(
-        np.ascontiguousarray(native), reorientation.flags, spec.target_shape_yx, spec.window_hu, AIR_HU
+        kernel_input(volume), reorientation.flags, spec.target_shape_yx, spec.window_hu, AIR_HU
     )
     canonical_affine = reorientation.apply_affine(volume.affine_lps, volume.shape_zyx)
     canonical_shape = reorientation.canonical_shape(volume.shape_zyx)

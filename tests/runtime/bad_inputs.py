@@ -374,23 +374,9 @@ def blank_series_uid_everywhere(folder: Path) -> list[str]:
     return []
 
 
-def _model_args(kind: str) -> Callable[[Path], list[str]]:
-    def build(folder: Path) -> list[str]:
-        _series(folder)
-        return [f"@model:{kind}"]
-
-    return build
-
-
-def _out_args(kind: str) -> Callable[[Path], list[str]]:
-    def build(folder: Path) -> list[str]:
-        _series(folder)
-        return [f"@out:{kind}"]
-
-    return build
-
-
 def _flags(*flags: str) -> Callable[[Path], list[str]]:
+    """A plain series plus these arguments (``@model:KIND`` and ``@out:KIND`` are resolved by the test)."""
+
     def build(folder: Path) -> list[str]:
         _series(folder)
         return list(flags)
@@ -436,20 +422,20 @@ CASES: dict[str, Case] = {
     "truncated-pixel-data": Case(truncated_pixels, EXIT_BAD_INPUT, "cannot decode the pixels"),
     "corrupt-jpeg": Case(corrupt_jpeg, EXIT_BAD_INPUT, "cannot decode the pixels"),
     # outputs that could touch the input or cannot be written
-    "out-equals-input": Case(_out_args("same"), EXIT_USAGE, "is the input folder"),
-    "out-inside-input": Case(_out_args("inside"), EXIT_USAGE, "lies inside the input folder"),
-    "out-contains-input": Case(_out_args("around"), EXIT_USAGE, "contains the input folder"),
-    "out-equals-input-overwrite": Case(_out_args("same-overwrite"), EXIT_USAGE, "is the input folder"),
-    "out-not-empty": Case(_out_args("busy"), EXIT_OUTPUT, "already holds files"),
-    "out-is-a-file": Case(_out_args("file"), EXIT_OUTPUT, "is not a folder"),
-    "out-under-a-file": Case(_out_args("under-file"), EXIT_OUTPUT, "cannot create"),
+    "out-equals-input": Case(_flags("@out:same"), EXIT_USAGE, "is the input folder"),
+    "out-inside-input": Case(_flags("@out:inside"), EXIT_USAGE, "lies inside the input folder"),
+    "out-contains-input": Case(_flags("@out:around"), EXIT_USAGE, "contains the input folder"),
+    "out-equals-input-overwrite": Case(_flags("@out:same-overwrite"), EXIT_USAGE, "is the input folder"),
+    "out-not-empty": Case(_flags("@out:busy"), EXIT_OUTPUT, "already holds files"),
+    "out-is-a-file": Case(_flags("@out:file"), EXIT_OUTPUT, "is not a folder"),
+    "out-under-a-file": Case(_flags("@out:under-file"), EXIT_OUTPUT, "cannot create"),
     # model and device
-    "model-missing": Case(_model_args("missing"), EXIT_MODEL, "model file not found"),
-    "model-without-metadata": Case(_model_args("no-metadata"), EXIT_MODEL, "lacks the litseg metadata"),
-    "model-input-size-mismatch": Case(_model_args("fixed-128"), EXIT_MODEL, "preprocessing spec needs"),
-    "model-class-count-mismatch": Case(_model_args("two-classes"), EXIT_MODEL, "classes"),
-    "model-not-onnx": Case(_model_args("junk"), EXIT_MODEL, "cannot load model"),
-    "model-fails-at-inference": Case(_model_args("run-fails"), EXIT_MODEL, "failed during inference"),
+    "model-missing": Case(_flags("@model:missing"), EXIT_MODEL, "model file not found"),
+    "model-without-metadata": Case(_flags("@model:no-metadata"), EXIT_MODEL, "lacks the litseg metadata"),
+    "model-input-size-mismatch": Case(_flags("@model:fixed-128"), EXIT_MODEL, "preprocessing spec needs"),
+    "model-class-count-mismatch": Case(_flags("@model:two-classes"), EXIT_MODEL, "classes"),
+    "model-not-onnx": Case(_flags("@model:junk"), EXIT_MODEL, "cannot load model"),
+    "model-fails-at-inference": Case(_flags("@model:run-fails"), EXIT_MODEL, "failed during inference"),
     "gpu-without-gpu": Case(_flags("--device", "gpu"), EXIT_DEVICE, "no usable CUDA GPU"),
     # flags
     "unknown-format": Case(_flags("--formats", "seg,png"), EXIT_USAGE, "--formats"),
