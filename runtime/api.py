@@ -22,7 +22,7 @@ from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import InputError, LitsegError, OutputError
-from .focus import Focus, focus_fraction
+from .focus import Focus, FocusPart, focus_fraction
 from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo, default_model_path
 from .nifti import write_nifti
 from .output_folder import check_output_location, commit_folder
@@ -117,21 +117,20 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class FocusReport:
-    """Where the full inference ran: canonical slices, model-grid box, the share of the full work."""
+    """Where the full inference ran: canonical slice ranges with their model-grid boxes, the share of the full
+    work."""
 
-    slices: tuple[int, int]
-    box_yx: tuple[int, int, int, int]
+    parts: tuple[FocusPart, ...]
     coarse_slices: int
     work_fraction: float
 
     @classmethod
     def of(cls, focus: Focus, nz: int, grid_yx: tuple[int, int]) -> FocusReport:
-        return cls(focus.z_range, focus.box_yx, len(focus.coarse), focus_fraction(focus, nz, grid_yx))
+        return cls(focus.parts, len(focus.coarse), focus_fraction(focus, nz, grid_yx))
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "slices": list(self.slices),
-            "box_yx": list(self.box_yx),
+            "parts": [{"slices": [p.z0, p.z1], "box_yx": list(p.box_yx)} for p in self.parts],
             "coarse_slices": self.coarse_slices,
             "work_fraction": round(self.work_fraction, 4),
         }

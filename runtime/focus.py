@@ -5,10 +5,16 @@ inference (with its test-time shifts) is the whole cost of a run, so litseg firs
 once on every k-th slice (about one per :data:`COARSE_STEP_MM`), takes the slices and the in-plane box in
 which it sees liver or tumor, widens both (by one coarse step and the slices between, and by
 :data:`MARGIN_PX` of context around the box, aligned to the network's pooling grid), and runs the full
-pass there only. Outside the focus the probabilities are background. Because the liver is one connected
-organ, a widening by one coarse step cannot lose it between two sampled slices; the cost on held-out data
-is measured and reported (README, issue 15), and ``RunConfig(focus=False)`` / ``--no-focus`` runs the full
-pass everywhere.
+pass there only (each separate slice range with its own box). Outside the focus the probabilities are
+background. Because the liver is one connected organ, a widening by one coarse step cannot lose it
+between two sampled slices.
+
+Coarse slices that show foreground more than :data:`MAX_GAP_MM` apart start a new slice range: a blob the
+coarse pass calls liver in the pelvis (a bladder, a mass) gets its own short range instead of stretching
+one range over every slice between it and the liver. Nothing the coarse pass saw is dropped (the full
+pass and the post-processing decide about every range); only the empty slices between are skipped.
+The cost on held-out data is measured and reported (README, issue 15), and ``RunConfig(focus=False)`` /
+``--no-focus`` runs the full pass everywhere.
 """
 
 from __future__ import annotations
@@ -30,36 +36,73 @@ GRID_PX = 16
 MIN_FOREGROUND_PX = 16
 #: Below this many slices the coarse pass would not save anything.
 MIN_SLICES_FOR_FOCUS = 24
+#: Foreground seen on coarse slices further apart than this (empty coarse slices between) splits the focus
+#: into separate slice ranges; closer ones share a range (a liver is one organ: 30 mm covers the two
+#: empty samples a thin or poorly seen part of it could give).
+MAX_GAP_MM = 30.0
+
+
+@dataclass(frozen=True)
+class FocusPart:
+    """Canonical slices ``[z0, z1)`` and the model-grid box ``[y0, y1) x [x0, x1)`` the full pass sees there."""
+
+    z0: int
+    z1: int
+    box_yx: tuple[int, int, int, int]
+
+    @property
+    def area(self) -> int:
+        y0, y1, x0, x1 = self.box_yx
+        return (y1 - y0) * (x1 - x0)
 
 
 @dataclass(frozen=True)
 class Focus:
-    """The canonical slices ``[z0, z1)`` and model-grid box ``[y0, y1) x [x0, x1)`` of the full pass.
+    """Where the full pass runs: parts sorted by slice, disjoint.
 
     ``coarse`` lists the canonical slices the first pass saw (empty when there was no first pass).
     """
 
-    z_range: tuple[int, int]
-    box_yx: tuple[int, int, int, int]
+    parts: tuple[FocusPart, ...]
     coarse: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return self.z_range[1] <= self.z_range[0]
+        return self.slices == 0
+
+    @property
+    def slices(self) -> int:
+        """Slices of the full pass."""
+        return sum(p.z1 - p.z0 for p in self.parts)
+
+    @property
+    def z_range(self) -> tuple[int, int]:
+        """The first and the end slice of all parts (``(0, 0)`` when empty)."""
+        return (self.parts[0].z0, self.parts[-1].z1) if self.parts else (0, 0)
+
+    @property
+    def box_yx(self) -> tuple[int, int, int, int]:
+        """The box that holds every part's box (``(0, 0, 0, 0)`` when empty)."""
+        if not self.parts:
+            return (0, 0, 0, 0)
+        boxes = np.array([p.box_yx for p in self.parts])
+        return (int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max()))
+
+    def with_box(self, box_yx: tuple[int, int, int, int]) -> Focus:
+        """The same slices, every part with ``box_yx``."""
+        return Focus(tuple(FocusPart(p.z0, p.z1, box_yx) for p in self.parts), self.coarse)
 
 
 def everything(nz: int, shape_yx: tuple[int, int]) -> Focus:
     """No focus: every slice, the whole grid."""
-    return Focus((0, nz), (0, shape_yx[0], 0, shape_yx[1]))
+    return Focus((FocusPart(0, nz, (0, shape_yx[0], 0, shape_yx[1])),))
 
 
 def focus_fraction(focus: Focus, nz: int, shape_yx: tuple[int, int]) -> float:
     """The share of the full model work the focus keeps (slices x area), for the report."""
-    if nz == 0 or focus.empty:
+    if nz == 0:
         return 0.0
-    y0, y1, x0, x1 = focus.box_yx
-    area = (y1 - y0) * (x1 - x0) / (shape_yx[0] * shape_yx[1])
-    return (focus.z_range[1] - focus.z_range[0]) / nz * area
+    return sum((p.z1 - p.z0) * p.area for p in focus.parts) / (nz * shape_yx[0] * shape_yx[1])
 
 
 def coarse_slices(nz: int, spacing_z_mm: float) -> npt.NDArray[np.int64]:
@@ -100,13 +143,25 @@ def find_focus(
     picks = coarse_slices(nz, spacing_z_mm)
     labels = labels_of(picks)
     seen = (labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX
+    coarse = tuple(int(p) for p in picks)
     if not seen.any():
-        return Focus((0, 0), (0, 0, 0, 0), tuple(int(p) for p in picks))
+        return Focus((), coarse)
     hits = np.nonzero(seen)[0]
-    # one coarse step beyond the outermost slices that show liver: the organ cannot hide between samples
-    z0 = int(picks[max(hits[0] - 1, 0)])
-    z1 = int(picks[min(hits[-1] + 1, len(picks) - 1)]) + 1
-    ys, xs = np.nonzero((labels[hits] > 0).any(axis=0))
+    runs: list[tuple[int, int, npt.NDArray[np.int64]]] = []
+    for run in np.split(hits, np.nonzero(np.diff(picks[hits]) * abs(spacing_z_mm) > MAX_GAP_MM)[0] + 1):
+        # one coarse step beyond the outermost slices of a run: the organ cannot hide between samples
+        z0 = int(picks[max(run[0] - 1, 0)])
+        z1 = int(picks[min(run[-1] + 1, len(picks) - 1)]) + 1
+        if runs and z0 <= runs[-1][1]:  # widened runs that touch are one part
+            z0, _, before = runs.pop()
+            run = np.concatenate([before, run])
+        runs.append((z0, z1, run))
+    return Focus(tuple(FocusPart(z0, z1, _box(labels[run], shape_yx)) for z0, z1, run in runs), coarse)
+
+
+def _box(labels: npt.NDArray[np.uint8], shape_yx: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The aligned box around the foreground of ``labels`` (coarse slices), :data:`MARGIN_PX` around it."""
+    ys, xs = np.nonzero((labels > 0).any(axis=0))
     y0, y1 = _aligned(int(ys.min()) - MARGIN_PX, int(ys.max()) + 1 + MARGIN_PX, shape_yx[0])
     x0, x1 = _aligned(int(xs.min()) - MARGIN_PX, int(xs.max()) + 1 + MARGIN_PX, shape_yx[1])
-    return Focus((z0, z1), (y0, y1, x0, x1), tuple(int(p) for p in picks))
+    return y0, y1, x0, x1

@@ -157,24 +157,27 @@ def run_model(
     else:
         focus = everything(nz, grid)
     if not model.any_size:  # the graph takes the whole grid only: keep the slices, drop the box
-        focus = Focus(focus.z_range, full_box, focus.coarse)
+        focus = focus.with_box(full_box)
     clock.add("focus", time.perf_counter() - start)
     labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
-    z0, z1 = focus.z_range
-    batches = [(a, min(a + batch_size, z1)) for a in range(z0, z1, batch_size)]
+    batches = [(a, min(a + batch_size, p.z1), p.box_yx) for p in focus.parts for a in range(p.z0, p.z1, batch_size)]
+    done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
-        ahead: Future[npt.NDArray[np.float32]] | None = pool.submit(stages.prepare, *batches[0]) if batches else None
+        ahead: Future[npt.NDArray[np.float32]] | None = None
+        if batches:
+            ahead = pool.submit(stages.prepare, *batches[0][:2])
         behind: Future[None] | None = None
-        for n, (a, b) in enumerate(batches):
+        for n, (a, b, box) in enumerate(batches):
             assert ahead is not None  # submitted for every batch before its turn
             image = ahead.result()
-            ahead = pool.submit(stages.prepare, *batches[n + 1]) if n + 1 < len(batches) else None
-            probs = stages.infer(image, focus.box_yx, shifts, batch_size)
+            ahead = pool.submit(stages.prepare, *batches[n + 1][:2]) if n + 1 < len(batches) else None
+            probs = stages.infer(image, box, shifts, batch_size)
             if behind is not None:
                 behind.result()
-            behind = pool.submit(stages.restore, probs, labels[a:b], focus.box_yx)
+            behind = pool.submit(stages.restore, probs, labels[a:b], box)
+            done += b - a
             if progress is not None:
-                progress(b - z0, z1 - z0)
+                progress(done, focus.slices)
         if behind is not None:
             behind.result()
     return ModelRun(np.asarray(reorientation.inverse().apply_array(labels), dtype=np.uint8), focus, clock)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from litseg.runtime import kernels
-from litseg.runtime.focus import MIN_SLICES_FOR_FOCUS, coarse_slices, find_focus
+from litseg.runtime.focus import MAX_GAP_MM, MIN_SLICES_FOR_FOCUS, coarse_slices, find_focus
 from litseg.runtime.model import Model
 from litseg.runtime.pipeline import native_region, run_model
 from litseg.runtime.preprocess import preprocess, restore_labels
@@ -64,6 +64,34 @@ def test_short_series_are_not_focused() -> None:
     calls: list[int] = []
     focus = find_focus(MIN_SLICES_FOR_FOCUS - 1, 1.0, (64, 64), lambda picks: calls.append(1) or np.zeros(1))  # type: ignore[func-returns-value]
     assert focus.z_range == (0, MIN_SLICES_FOR_FOCUS - 1) and calls == []
+
+
+def _seen_in(*zones: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """A coarse pass that sees a 20 x 20 px blob on the slices inside any of ``zones``."""
+
+    def labels_of(picks: np.ndarray) -> np.ndarray:
+        labels = np.zeros((len(picks), 64, 64), np.uint8)
+        for n, z in enumerate(picks):
+            if any(lo <= z < hi for lo, hi in zones):
+                labels[n, 20:40, 20:40] = 1
+        return labels
+
+    return labels_of
+
+
+def test_foreground_far_apart_gets_separate_slice_ranges() -> None:
+    # 1 mm slices: coarse step 10; a liver on 200-350 and a blob the coarse pass calls liver on 20-35
+    focus = find_focus(432, 1.0, (64, 64), _seen_in((200, 350), (20, 35)))
+    assert [(p.z0, p.z1) for p in focus.parts] == [(10, 41), (190, 351)]  # one coarse step beyond each
+    assert focus.slices == 31 + 161  # the slices between were skipped
+    blob, liver = focus.parts
+    assert blob.box_yx == liver.box_yx == (0, 64, 0, 64)  # (a 64 px grid: the margin reaches every edge)
+
+
+def test_foreground_within_the_gap_shares_one_range() -> None:
+    gap = int(MAX_GAP_MM) - 10  # one empty coarse slice between the two parts
+    focus = find_focus(432, 1.0, (64, 64), _seen_in((200, 300), (300 + gap, 360)))
+    assert [(p.z0, p.z1) for p in focus.parts] == [(190, 361)]
 
 
 def test_coarse_slices_step_about_10_mm_and_include_both_ends() -> None:
