@@ -69,7 +69,8 @@ class RunConfig:
     device
         ``auto``, ``gpu`` or ``cpu``.
     batch_size
-        Slices per inference call.
+        Slices per inference call; ``None`` uses the device's default (:attr:`Model.default_batch_size`: 2 on
+        the CPU, where larger batches are no faster and each slice more holds about 30 MB of activations).
     largest_component
         Keep only the largest connected liver (clean-up of false positives elsewhere).
     min_tumor_ml
@@ -93,7 +94,7 @@ class RunConfig:
 
     model: Path | None = None
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int | None = None
     largest_component: bool = True
     min_tumor_ml: float = 0.0
     series_uid: str | None = None
@@ -109,7 +110,7 @@ class RunConfig:
             raise ValueError(f"tumor_margin_mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {self.tumor_margin_mm}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}; got {self.device!r}")
-        if not 1 <= self.batch_size <= 1024:
+        if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
             raise ValueError(f"batch_size must be between 1 and 1024; got {self.batch_size}")
         if self.model is not None:
             object.__setattr__(self, "model", Path(self.model))
@@ -235,7 +236,7 @@ def segment(
         run = run_model(
             series.volume,
             model,
-            config.batch_size,
+            config.batch_size or model.default_batch_size,
             shifts,
             config.focus,
             (lambda done, total: progress("inference", done, total)) if progress else None,
@@ -244,7 +245,7 @@ def segment(
     with timer.stage("postprocess"):
         labels = series.volume.with_array(run.labels)
         min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
-        labels = postprocess_labels(labels, config.largest_component, min_voxels, margin)
+        labels = postprocess_labels(labels, config.largest_component, min_voxels, margin, out=run.labels)
         measurements = measure(labels)
     with timer.stage("plausibility"):  # from labels, HU and geometry only; warnings, never a refusal
         plausibility = assess(labels, series.volume)

@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated outputs among {','.join(OUTPUT_FILES)} (default: %(default)s)",
     )
     parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the input holds several")
-    parser.add_argument("--batch-size", type=int, default=RunConfig.batch_size, help="slices per inference call")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=RunConfig.batch_size,
+        help="slices per inference call (default: 2 on the CPU, 8 on a GPU)",
+    )
     parser.add_argument(
         "--no-largest-component",
         dest="largest_component",

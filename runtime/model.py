@@ -67,6 +67,9 @@ class ModelInfo:
 
 
 DEFAULT_MODEL_NAME = "liver-tumor.onnx"
+#: Default slices per inference call (:attr:`Model.default_batch_size`).
+CPU_BATCH_SIZE = 2
+GPU_BATCH_SIZE = 8
 
 
 def default_model_path() -> Path:
@@ -317,6 +320,13 @@ class Model:
     @property
     def spec(self) -> PreprocessSpec:
         return self.info.spec
+
+    @property
+    def default_batch_size(self) -> int:
+        """Slices per inference call when the caller does not choose: on the CPU 2 (onnxruntime is as fast per
+        slice as with 8 and holds a quarter of the activations: ~60 instead of ~250 MB for the bundled
+        U-Net at 256 x 256), on a GPU 8."""
+        return CPU_BATCH_SIZE if self.provider == "CPUExecutionProvider" else GPU_BATCH_SIZE
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities for a batch ``(n, 1, h, w)`` float32 -> ``(n, classes, h, w)`` float32."""

@@ -27,6 +27,10 @@ from .preprocess import kernel_input
 from .series_pixels import AIR_HU
 from .volume import Volume
 
+#: Slices per pipeline step (at least one inference batch): enough that the preprocessing and mapping-back
+#: kernels' per-call costs stay small beside their work, few enough that a step's probabilities are small.
+CHUNK_SLICES = 8
+
 ProgressFn = Callable[[int, int], None]
 
 
@@ -130,7 +134,7 @@ def run_model(
     model
         The loaded model; its spec gives the grid and the window.
     batch_size
-        Slices per inference call.
+        Slices per inference call (the pipeline steps over max(:data:`CHUNK_SLICES`, batch_size) slices).
     shifts
         Test-time shifts of the full pass (the coarse pass is one unshifted pass).
     use_focus
@@ -160,7 +164,8 @@ def run_model(
         focus = focus.with_box(full_box)
     clock.add("focus", time.perf_counter() - start)
     labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
-    batches = [(a, min(a + batch_size, p.z1), p.box_yx) for p in focus.parts for a in range(p.z0, p.z1, batch_size)]
+    chunk = max(CHUNK_SLICES, batch_size)  # pipeline steps: the model runs each in calls of batch_size
+    batches = [(a, min(a + chunk, p.z1), p.box_yx) for p in focus.parts for a in range(p.z0, p.z1, chunk)]
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
         ahead: Future[npt.NDArray[np.float32]] | None = None

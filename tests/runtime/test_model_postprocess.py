@@ -8,7 +8,7 @@ import pytest
 from litseg.runtime import kernels
 from litseg.runtime.errors import DeviceError, ModelError
 from litseg.runtime.model import Model, choose_providers, cuda_device_count
-from litseg.runtime.postprocess import clean_labels, drop_small_tumors, grow_tumors, measure
+from litseg.runtime.postprocess import clean_labels, drop_small_tumors, grow_tumors, measure, postprocess_labels
 from litseg.runtime.spec import PreprocessSpec
 from litseg.runtime.volume import Volume
 from tests.factories import make_intensity_model, with_metadata
@@ -164,6 +164,25 @@ def test_grow_tumors_keeps_geometry_and_a_zero_margin_is_off() -> None:
     # the 2x2 square grown by 2 px: 6x6 less the three pixels at each corner farther than 2 px (sqrt 5, sqrt 8)
     assert (np.asarray(grown.array)[0] == 2).sum() == 6 * 6 - 4 * 3
     assert ((np.asarray(grown.array) > 0) == (labels > 0)).all()
+
+
+def test_postprocess_in_the_box_equals_the_whole_volume_and_can_write_into_the_callers_array() -> None:
+    labels = np.zeros((12, 40, 40), np.uint8)
+    labels[2:9, 5:25, 6:30] = 1  # liver
+    labels[4:6, 10:14, 10:14] = 2  # tumor inside
+    labels[10:12, 30:35, 30:35] = 1  # a false-positive island (largest component drops it)
+    labels[5, 12, 20] = 2  # a one-voxel tumor (the small-tumor filter makes it liver)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    whole = grow_tumors(Volume(drop_small_tumors(clean_labels(labels), 2), affine), 1.6)
+    mine = labels.copy()
+    kept = mine.copy()
+    assert np.array_equal(np.asarray(postprocess_labels(Volume(kept, affine), True, 2, 1.6).array), whole.array)
+    assert np.array_equal(kept, labels)  # without out: a new array
+    result = postprocess_labels(Volume(mine, affine), True, 2, 1.6, out=mine)
+    assert np.array_equal(mine, whole.array) and np.shares_memory(np.asarray(result.array), mine)
+    other = labels.copy()
+    with pytest.raises(ValueError, match="out must be"):
+        postprocess_labels(Volume(labels, affine), True, 2, 1.6, out=other)
 
 
 def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def test_pipeline_without_focus_equals_the_plain_steps(row_dir, col_dir, tumor_m
     plain_input = preprocess(volume, model.spec)
     probs = model.predict_volume(np.asarray(plain_input.image.array, dtype=np.float32), batch_size=5)
     plain = restore_labels(probs, plain_input, volume).array
-    run = run_model(volume, model, batch_size=5, use_focus=False)  # 8 batches, overlapped
+    run = run_model(volume, model, batch_size=5, use_focus=False)  # 5 overlapped steps of 8 slices, calls of 5
     np.testing.assert_array_equal(run.labels, plain)
     assert run.focus.z_range == (0, 40)
 
