@@ -6,15 +6,7 @@ look abdominal (a head, neck or chest scan). It reads no files and no patient da
 and the HU volume on the same grid, in LPS millimetres, so a flipped, transposed or oblique series of the
 same anatomy gets the same verdict.
 
-How a series is read (on a subsampled grid, about 3.5 mm in-plane and at most 128 slices): the body of
-each slice is everything above -300 HU, opened by one pixel (which removes the table and the head holder)
-and filled along rows and columns (lungs and bowel gas count as body). Each slice is typed by its filled
-area, its air fraction (< -500 HU) and the bone (> 300 HU) in its outer 12 mm:
-
-- head: area under 350 cm^2 with a bony rim (skull) over 25 % of the outer 12 mm;
-- small: area under 250 cm^2 without a skull (neck, limbs);
-- chest: air over 30 % of the body (lungs; slices at the liver dome hold 15-25 %);
-- abdomen: every other slice with a body (pelvis included).
+How a series is read (which slices show head, neck, chest or abdomen): :mod:`~litseg.runtime.body_slices`.
 
 The liver must sit in the upper right abdomen: its centre at least 10 mm right of the body's centre over
 the liver's slices; less than half of it in chest slices; its centre at most 150 mm below the lung bases
@@ -29,11 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .body_slices import MAX_SLICES, SLICE_TYPES, BodySlices, body_slices, slice_first
 from .volume import Volume
 
 #: Adult liver volume (liver + tumours) outside which a segmentation is flagged, mL. Normal livers are
@@ -51,16 +43,10 @@ MAX_CHEST_FRACTION = 0.5
 MAX_TOP_GAP_MM = 60.0
 #: A series is abdominal when at least this fraction of its body slices are abdominal or pelvic.
 MIN_ABDOMINAL_FRACTION = 0.35
-
-BODY_HU = -300.0
-AIR_HU = -500.0
-CHEST_AIR_FRACTION = 0.3
+#: Lung bases: a run of slices with air over this fraction of the body below a chest slice, or from the top
+#: of a scan whose top slice holds more than TOP_LUNG_AIR_FRACTION (a pelvic scan's top holds a few % gas).
 TOP_LUNG_AIR_FRACTION = 0.1
 LUNG_BASE_AIR_FRACTION = 0.05
-BONE_HU = 300.0
-SLICE_TYPES = ("head", "small", "chest", "abdomen")
-_GRID_MM = 3.5
-_MAX_SLICES = 128
 
 
 @dataclass(frozen=True)
@@ -101,17 +87,6 @@ class Plausibility:
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
             "checks": dict(self.checks),
         }
-
-
-@dataclass(frozen=True)
-class _Slices:
-    """Per-slice body measurements on the subsampled grid (``z_mm`` ascending is not assumed)."""
-
-    z_mm: npt.NDArray[np.float64]
-    centre_x_mm: npt.NDArray[np.float64]
-    area_cm2: npt.NDArray[np.float64]
-    air_fraction: npt.NDArray[np.float64]
-    kind: npt.NDArray[np.str_]
 
 
 @dataclass(frozen=True)
@@ -160,7 +135,7 @@ def assess(labels: Volume, hu: Volume) -> Plausibility:
             f"labels {labels.shape_zyx} and hu {hu.shape_zyx} must share one grid and affine; "
             "pass the labels restored onto the source series"
         )
-    slices = _body_slices(hu)
+    slices = body_slices(hu)
     body = slices.kind != ""
     checks: dict[str, object] = {
         "slice_types": {kind: int((slices.kind == kind).sum()) for kind in SLICE_TYPES},
@@ -192,7 +167,7 @@ def _liver(labels: Volume) -> _Liver | None:
     voxels = int(np.count_nonzero(labels.array))
     if voxels == 0:
         return None
-    view, affine = _slice_first(labels, step=1, max_slices=None)
+    view, affine = slice_first(labels, step=1, max_slices=None)
     flat = view.reshape(view.shape[0], -1) if view.flags.c_contiguous else None
     present = (flat.max(axis=1) if flat is not None else view.max(axis=(1, 2))) > 0
     occupied = np.nonzero(present)[0]
@@ -235,7 +210,7 @@ def _volume_warnings(liver: _Liver) -> list[PlausibilityWarning]:
     return [PlausibilityWarning("liver_volume_out_of_range", message)]
 
 
-def _side_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) -> list[PlausibilityWarning]:
+def _side_warnings(liver: _Liver, slices: BodySlices, checks: dict[str, object]) -> list[PlausibilityWarning]:
     """The liver's centre against the body's centre over the liver's slices (LPS: the right is -x)."""
     body = slices.kind != ""
     z_lo, z_hi = liver.z_range_mm
@@ -256,11 +231,11 @@ def _side_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) ->
     return [PlausibilityWarning("liver_not_right", message)]
 
 
-def _height_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) -> list[PlausibilityWarning]:
+def _height_warnings(liver: _Liver, slices: BodySlices, checks: dict[str, object]) -> list[PlausibilityWarning]:
     """Upper abdomen: below the chest, not far below the lung bases, up to the top of a scan without lungs,
     in the upper half of a long abdomen."""
     centre_z, liver_top = float(liver.centroid_lps[2]), liver.z_range_mm[1]
-    sampled = liver.per_slice[:: max(1, math.ceil(liver.per_slice.size / _MAX_SLICES))]
+    sampled = liver.per_slice[:: max(1, math.ceil(liver.per_slice.size / MAX_SLICES))]
     chest_fraction = float(sampled[slices.kind == "chest"].sum() / max(float(sampled.sum()), 1.0))
     lung_base = _lung_base(slices)
     abdomen = slices.z_mm[slices.kind == "abdomen"]
@@ -290,7 +265,7 @@ def _height_warnings(liver: _Liver, slices: _Slices, checks: dict[str, object]) 
     ]
 
 
-def _lung_base(slices: _Slices) -> float | None:
+def _lung_base(slices: BodySlices) -> float | None:
     """z of the lowest slice of lung: the run of slices with air over 5 % that starts at a chest slice, or
     at the top of the scan when its top slice holds lung bases (air over 10 %; the top of a pelvic scan
     holds a few % of bowel gas)."""
@@ -310,7 +285,7 @@ def _lung_base(slices: _Slices) -> float | None:
     return base
 
 
-def _series_warning(slices: _Slices) -> PlausibilityWarning | None:
+def _series_warning(slices: BodySlices) -> PlausibilityWarning | None:
     body = slices.kind != ""
     counts = {kind: int((slices.kind == kind).sum()) for kind in SLICE_TYPES}
     n = int(body.sum())
@@ -324,99 +299,3 @@ def _series_warning(slices: _Slices) -> PlausibilityWarning | None:
         "not_abdominal",
         f"the series does not look abdominal: {abdominal} of {n} body slices show abdomen ({seen})",
     )
-
-
-# ----- the body, slice by slice ----------------------------------------------------------------------
-def _slice_axis(affine: npt.NDArray[np.float64]) -> tuple[int, list[int]]:
-    """The numpy axis that runs most head-foot, and the two in-plane numpy axes."""
-    slice_np_axis = 2 - int(np.argmax(np.abs(affine[2, :3])))
-    return slice_np_axis, [ax for ax in (0, 1, 2) if ax != slice_np_axis]
-
-
-def _slice_first(volume: Volume, step: int, max_slices: int | None) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
-    """A strided view with the most head-foot array axis first, and the affine of that view.
-
-    The view's index ``(c, b, a)`` (last axis first, as in :class:`Volume`) maps to LPS through the
-    returned 4x4 affine, so every measurement stays in world coordinates whatever the array order.
-    """
-    affine = volume.affine_lps
-    slice_np_axis, plane = _slice_axis(affine)
-    n_slices = volume.array.shape[slice_np_axis]
-    z_step = 1 if max_slices is None else max(1, math.ceil(n_slices / max_slices))
-    view = np.moveaxis(volume.array, slice_np_axis, 0)[::z_step, ::step, ::step]
-    sub = np.zeros((4, 4))
-    sub[:, 0] = affine[:, 2 - plane[1]] * step
-    sub[:, 1] = affine[:, 2 - plane[0]] * step
-    sub[:, 2] = affine[:, 2 - slice_np_axis] * z_step
-    sub[:, 3] = affine[:, 3]
-    return view, sub
-
-
-def _erode(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    out = mask.copy()
-    out[:, 1:, :] &= mask[:, :-1, :]
-    out[:, :-1, :] &= mask[:, 1:, :]
-    out[:, :, 1:] &= mask[:, :, :-1]
-    out[:, :, :-1] &= mask[:, :, 1:]
-    return out
-
-
-def _dilate(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    out = mask.copy()
-    out[:, 1:, :] |= mask[:, :-1, :]
-    out[:, :-1, :] |= mask[:, 1:, :]
-    out[:, :, 1:] |= mask[:, :, :-1]
-    out[:, :, :-1] |= mask[:, :, 1:]
-    return out
-
-
-def _fill(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Pixels between the first and last body pixel of both their row and their column."""
-    filled = np.ones_like(mask)
-    for axis in (1, 2):
-        n = mask.shape[axis]
-        first = np.argmax(mask, axis=axis)
-        last = n - 1 - np.argmax(np.flip(mask, axis=axis), axis=axis)
-        any_: npt.NDArray[np.bool_] = np.asarray(mask.any(axis=axis))
-        idx = np.arange(n)
-        if axis == 2:
-            span = (idx >= first[..., None]) & (idx <= last[..., None]) & any_[..., None]
-        else:
-            span = (idx[:, None] >= first[:, None, :]) & (idx[:, None] <= last[:, None, :]) & any_[:, None, :]
-        filled &= span
-    return filled
-
-
-def _body_slices(hu: Volume) -> _Slices:
-    """Type every sampled slice (see the module docstring) and measure its body centre and area."""
-    _, plane = _slice_axis(hu.affine_lps)
-    spacing = min(float(np.linalg.norm(hu.affine_lps[:3, 2 - ax])) for ax in plane)
-    step = max(1, round(_GRID_MM / spacing))
-    view, sub = _slice_first(hu, step=step, max_slices=_MAX_SLICES)
-    values = np.ascontiguousarray(view, dtype=np.float32)
-    nz, nb, nc = values.shape
-    pixel_mm = float(np.sqrt(np.linalg.norm(sub[:3, 0]) * np.linalg.norm(sub[:3, 1])))
-    pixel_cm2 = float(np.linalg.norm(np.cross(sub[:3, 0], sub[:3, 1]))) / 100.0
-    body = _fill(_dilate(_erode(values > BODY_HU)))
-    area = body.sum(axis=(1, 2)) * pixel_cm2
-    # world x of every pixel of a slice (the slice's own offset added below) for centres and sides
-    c_idx, b_idx = np.meshgrid(np.arange(nc), np.arange(nb))
-    x_plane = sub[0, 0] * c_idx + sub[0, 1] * b_idx
-    counts = np.maximum(body.sum(axis=(1, 2)), 1)
-    a_idx = np.arange(nz, dtype=np.float64)
-    centre_x = (body * x_plane).sum(axis=(1, 2)) / counts + sub[0, 2] * a_idx + sub[0, 3]
-    mid = np.array([(nc - 1) / 2, (nb - 1) / 2])
-    z_mm = sub[2, 0] * mid[0] + sub[2, 1] * mid[1] + sub[2, 2] * a_idx + sub[2, 3]
-    air = (body & (values < AIR_HU)).sum(axis=(1, 2)) / counts
-    inner = body
-    for _ in range(max(1, round(12.0 / pixel_mm))):
-        inner = _erode(inner)
-    rim = body & ~inner
-    rim_bone = (rim & (values > BONE_HU)).sum(axis=(1, 2)) / np.maximum(rim.sum(axis=(1, 2)), 1)
-    kind = np.full(nz, "", dtype="<U7")
-    has_body = area >= 20.0
-    kind[has_body] = "abdomen"
-    kind[has_body & (air > CHEST_AIR_FRACTION)] = "chest"
-    kind[has_body & (area < 250.0)] = "small"
-    kind[has_body & (area < 350.0) & (rim_bone > 0.25)] = "head"
-    return _Slices(z_mm, centre_x, area, air, kind)
