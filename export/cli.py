@@ -12,6 +12,7 @@ from pathlib import Path
 from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT
 from litseg.runtime.model import (
     INFERENCE_METADATA_KEY,
+    MAX_MIN_TUMOR_ML,
     MAX_TTA_SHIFT_PX,
     MAX_TUMOR_MARGIN_MM,
     NAME_METADATA_KEY,
@@ -116,7 +117,8 @@ def _user_metadata(parser: argparse.ArgumentParser, text: str, written: set[str]
     if clash:
         parser.error(
             f"--metadata would replace {clash}, which litseg-export writes itself (the runtime's contract); "
-            "use the dedicated flags (--name, --version, --tumor-margin-mm, --tta-shift-px) or other keys"
+            "use the dedicated flags (--name, --version, --tumor-margin-mm, --min-tumor-ml, --tta-shift-px) or "
+            "other keys"
         )
     return entries
 
@@ -143,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tumor margin calibrated on validation data, applied by litseg-run (litseg.postprocess)",
     )
     parser.add_argument(
+        "--min-tumor-ml",
+        type=float,
+        default=None,
+        help="smallest tumor component (mL) calibrated on validation data; litseg-run relabels smaller ones as "
+        "liver (litseg.postprocess)",
+    )
+    parser.add_argument(
         "--tta-shift-px",
         type=int,
         default=None,
@@ -158,10 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"litseg-export: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     extra = _metadata(ckpts)
+    postprocess: dict[str, float] = {}
     if args.tumor_margin_mm is not None:
         if not 0.0 <= args.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
             parser.error(f"--tumor-margin-mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {args.tumor_margin_mm}")
-        extra[POSTPROCESS_METADATA_KEY] = json.dumps({"tumor_margin_mm": args.tumor_margin_mm})
+        postprocess["tumor_margin_mm"] = args.tumor_margin_mm
+    if args.min_tumor_ml is not None:
+        if not 0.0 <= args.min_tumor_ml <= MAX_MIN_TUMOR_ML:
+            parser.error(f"--min-tumor-ml must be 0 to {MAX_MIN_TUMOR_ML} mL; got {args.min_tumor_ml}")
+        postprocess["min_tumor_ml"] = args.min_tumor_ml
+    if postprocess:
+        extra[POSTPROCESS_METADATA_KEY] = json.dumps(postprocess)
     if args.tta_shift_px is not None:
         if not 1 <= args.tta_shift_px <= MAX_TTA_SHIFT_PX:
             parser.error(f"--tta-shift-px must be 1 to {MAX_TTA_SHIFT_PX} pixels; got {args.tta_shift_px}")

@@ -75,7 +75,8 @@ class RunConfig:
         Keep only the largest connected liver (clean-up of false positives elsewhere).
     min_tumor_ml
         Tumor components smaller than this (mL, 6-connected) become liver; 0 keeps every one. It trades
-        recall of small lesions for precision (with the bundled model, 0.2 mL: README).
+        recall of small lesions for precision; ``None`` uses the value calibrated with the model
+        (``litseg.postprocess``, 0 without one).
     tumor_margin_mm
         Liver voxels within this distance (mm, in-plane) of a tumor become tumor (after the small-tumor
         filter); ``None`` uses the margin calibrated with the model (``litseg.postprocess``, 0 without
@@ -96,7 +97,7 @@ class RunConfig:
     device: str = "auto"
     batch_size: int | None = None
     largest_component: bool = True
-    min_tumor_ml: float = 0.0
+    min_tumor_ml: float | None = None
     series_uid: str | None = None
     tumor_margin_mm: float | None = None
     tta: bool = True
@@ -104,7 +105,7 @@ class RunConfig:
     focus: bool = True
 
     def __post_init__(self) -> None:
-        if not self.min_tumor_ml >= 0.0:
+        if self.min_tumor_ml is not None and not self.min_tumor_ml >= 0.0:
             raise ValueError(f"min_tumor_ml must be >= 0 (mL); got {self.min_tumor_ml}")
         if self.tumor_margin_mm is not None and not 0.0 <= self.tumor_margin_mm <= MAX_TUMOR_MARGIN_MM:
             raise ValueError(f"tumor_margin_mm must be 0 to {MAX_TUMOR_MARGIN_MM} mm; got {self.tumor_margin_mm}")
@@ -151,6 +152,7 @@ class SegmentationResult:
     tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
     focus: FocusReport | None = None
     plausibility: Plausibility | None = None
+    min_tumor_ml: float = 0.0
 
     def report(self) -> dict[str, Any]:
         """The JSON report (no patient identifiers: UIDs, geometry, measurements, model, timings)."""
@@ -169,6 +171,7 @@ class SegmentationResult:
                 "classes": list(self.model.spec.class_names),
             },
             "tumor_margin_mm": self.tumor_margin_mm,
+            "min_tumor_ml": self.min_tumor_ml,
             "tta_shifts_px": [list(s) for s in self.tta_shifts_px],
             "focus": self.focus.as_dict() if self.focus is not None else None,
             "generated_uids": dict(self.series.generated_uids),
@@ -244,7 +247,8 @@ def segment(
     timer.timings.update({f"model_{k}": v for k, v in run.clock.seconds.items()})
     with timer.stage("postprocess"):
         labels = series.volume.with_array(run.labels)
-        min_voxels = math.ceil(config.min_tumor_ml / labels.voxel_volume_ml)  # 0 keeps every component
+        min_ml = model.info.min_tumor_ml if config.min_tumor_ml is None else config.min_tumor_ml
+        min_voxels = math.ceil(min_ml / labels.voxel_volume_ml)  # 0 keeps every component
         labels = postprocess_labels(labels, config.largest_component, min_voxels, margin, out=run.labels)
         measurements = measure(labels)
     with timer.stage("plausibility"):  # from labels, HU and geometry only; warnings, never a refusal
@@ -253,7 +257,17 @@ def segment(
         log.warning("plausibility: %s [%s]", warning.message, warning.code)
     focus = FocusReport.of(run.focus, series.volume.shape_zyx[0], model.spec.target_shape_yx)
     return SegmentationResult(
-        labels, series, model.info, model.provider, measurements, timer.timings, margin, shifts, focus, plausibility
+        labels,
+        series,
+        model.info,
+        model.provider,
+        measurements,
+        timer.timings,
+        margin,
+        shifts,
+        focus,
+        plausibility,
+        min_ml,
     )
 
 

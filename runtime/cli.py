@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=RunConfig.min_tumor_ml,
         help="relabel tumor components smaller than this many mL as liver: fewer false positives, fewer small "
-        "lesions (default: keep all)",
+        "lesions (default: the value calibrated with the model, else keep all; 0 keeps all)",
     )
     parser.add_argument(
         "--tumor-margin-mm",

@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 
 NAME_METADATA_KEY = "litseg.model_name"
 VERSION_METADATA_KEY = "litseg.model_version"
-#: Optional JSON object of post-processing settings calibrated on validation data ({"tumor_margin_mm": 2.0}).
+#: Optional JSON object of post-processing settings calibrated on validation data
+#: ({"tumor_margin_mm": 2.0, "min_tumor_ml": 0.2}).
 POSTPROCESS_METADATA_KEY = "litseg.postprocess"
 MAX_TUMOR_MARGIN_MM = 20.0
+MAX_MIN_TUMOR_ML = 100.0
 #: Optional JSON object of inference settings calibrated on validation data: in-plane shifts (pixels of the
 #: model grid, [dy, dx]) whose shifted-back probabilities are averaged (test-time augmentation),
 #: e.g. {"tta_shifts_px": [[0, 0], [8, 8]]}.
@@ -64,6 +66,9 @@ class ModelInfo:
     #: Test-time shifts ``(dy, dx)`` in model-grid pixels, from ``litseg.inference``; one unshifted pass
     #: when absent.
     tta_shifts_px: tuple[tuple[int, int], ...] = NO_TTA
+    #: Smallest tumor component kept (mL) calibrated on validation data, from ``litseg.postprocess``; 0 (keep
+    #: every one) when absent.
+    min_tumor_ml: float = 0.0
 
 
 DEFAULT_MODEL_NAME = "liver-tumor.onnx"
@@ -157,27 +162,35 @@ def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         spec = PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
     except (ValueError, TypeError) as exc:
         raise ModelError(f"model {path} has an invalid {SPEC_METADATA_KEY}: {exc}") from exc
-    margin = _read_tumor_margin(meta.get(POSTPROCESS_METADATA_KEY), path)
+    margin, min_tumor_ml = _read_postprocess(meta.get(POSTPROCESS_METADATA_KEY), path)
     shifts = _read_tta_shifts(meta.get(INFERENCE_METADATA_KEY), path)
-    return ModelInfo(meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta, margin, shifts)
+    return ModelInfo(
+        meta[NAME_METADATA_KEY], meta[VERSION_METADATA_KEY], spec, path, meta, margin, shifts, min_tumor_ml
+    )
 
 
-def _read_tumor_margin(raw: str | None, path: Path) -> float:
+def _read_postprocess(raw: str | None, path: Path) -> tuple[float, float]:
+    """``(tumor_margin_mm, min_tumor_ml)`` from ``litseg.postprocess`` (each 0 when absent)."""
     if raw is None:
-        return 0.0
+        return 0.0, 0.0
     try:
-        margin = float(json.loads(raw).get("tumor_margin_mm", 0.0))
+        settings = json.loads(raw)
+        margin = float(settings.get("tumor_margin_mm", 0.0))
+        min_ml = float(settings.get("min_tumor_ml", 0.0))
     except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(
             f"model {path} has an invalid {POSTPROCESS_METADATA_KEY} {raw!r} ({exc}); "
-            'expected a JSON object such as {"tumor_margin_mm": 2.0}'
+            'expected a JSON object such as {"tumor_margin_mm": 2.0, "min_tumor_ml": 0.2}'
         ) from exc
-    if not 0.0 <= margin <= MAX_TUMOR_MARGIN_MM:
-        raise ModelError(
-            f"model {path} has tumor_margin_mm {margin} in {POSTPROCESS_METADATA_KEY}; "
-            f"expected 0 to {MAX_TUMOR_MARGIN_MM} mm"
-        )
-    return margin
+    for key, value, top, unit in (
+        ("tumor_margin_mm", margin, MAX_TUMOR_MARGIN_MM, "mm"),
+        ("min_tumor_ml", min_ml, MAX_MIN_TUMOR_ML, "mL"),
+    ):
+        if not 0.0 <= value <= top:
+            raise ModelError(
+                f"model {path} has {key} {value} in {POSTPROCESS_METADATA_KEY}; expected 0 to {top} {unit}"
+            )
+    return margin, min_ml
 
 
 def check_tta_shifts(shifts: object) -> tuple[tuple[int, int], ...]:

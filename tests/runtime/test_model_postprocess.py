@@ -133,6 +133,21 @@ def test_min_tumor_ml_reaches_the_result(tumor_model: Path) -> None:
         RunConfig(min_tumor_ml=-1.0)
 
 
+def test_min_tumor_ml_calibrated_with_the_model_is_the_default(tmp_path: Path) -> None:
+    from litseg.runtime import RunConfig, segment
+    from tests.factories import make_series
+
+    calibrated = with_metadata(
+        make_intensity_model(tmp_path / "cal.onnx"), "litseg.postprocess", '{"tumor_margin_mm": 0, "min_tumor_ml": 100}'
+    )
+    assert Model(calibrated, device="cpu").info.min_tumor_ml == 100.0
+    datasets = make_series()
+    dropped = segment(datasets, RunConfig(model=calibrated))  # the model's 100 mL: no tumor is that large
+    kept = segment(datasets, RunConfig(model=calibrated, min_tumor_ml=0.0))  # the caller's 0 keeps them
+    assert dropped.measurements.tumor_count == 0 and kept.measurements.tumor_count >= 1
+    assert dropped.report()["min_tumor_ml"] == 100.0 and kept.report()["min_tumor_ml"] == 0.0
+
+
 def test_grow_label_matches_a_brute_force_reference() -> None:
     rng = np.random.default_rng(3)
     labels = np.zeros((4, 30, 40), np.uint8)
@@ -214,6 +229,7 @@ def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path)
     [
         ("not json", r"invalid litseg.postprocess 'not json'.*\"tumor_margin_mm\": 2.0"),
         ('{"tumor_margin_mm": 50}', r"tumor_margin_mm 50.0 in litseg.postprocess; expected 0 to 20.0 mm"),
+        ('{"min_tumor_ml": -1}', r"min_tumor_ml -1.0 in litseg.postprocess; expected 0 to 100.0 mL"),
     ],
 )
 def test_invalid_postprocess_metadata_is_refused(tmp_path: Path, value: str, message: str) -> None:
