@@ -106,6 +106,15 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         ),
         *(
             [
+                f"- Small-tumor filter: litseg-run relabels tumor components under {model.info.min_tumor_ml:g} mL "
+                "(6-connected) as liver, calibrated on validation phantoms (`litseg.postprocess`; "
+                "`--min-tumor-ml 0` keeps every component)."
+            ]
+            if model.info.min_tumor_ml
+            else []
+        ),
+        *(
+            [
                 f"- Test-time augmentation: litseg-run averages the probabilities of {len(model.info.tta_shifts_px)} "
                 f"passes with the input shifted by {[list(t) for t in model.info.tta_shifts_px]} pixels (y, x) and "
                 "shifted back, calibrated on validation phantoms (`litseg.inference` in the ONNX metadata; "

@@ -52,13 +52,23 @@ MEMBERS=${MEMBERS:-1}
 # Chosen on the same 20 fresh phantoms from 0/1/2/3 mm: tumor Dice per case 0.604/0.621/0.631/0.626,
 # global 0.822/0.845/0.859/0.854 (0.4 models, window -200..300).
 TUMOR_MARGIN_MM=${TUMOR_MARGIN_MM:-2}
+# Tumor components under this volume become liver (litseg-run's small-tumor filter, written into the model's
+# metadata). Chosen for the 0.6.0 liver-tumor model with python -m litseg.train.calibrate_postprocess on the
+# same 20 fresh phantoms, one pass, 2 mm margin, from 0 / 0.2 / 0.5 / 1 mL: tumor Dice per case 0.564 /
+# 0.566 / 0.568 / 0.574, lesion precision 0.080 / 0.278 / 0.452 / 0.609 at recall 0.294 / 0.294 / 0.275 /
+# 0.275 (1 mL is a sphere of 12 mm; the model finds no lesion under 10 mm anyway): the best tumor Dice, at the
+# cost of one of the 51 lesions. (The margin, with no filter: 0 / 2 / 3 mm gave tumor Dice per case 0.543 /
+# 0.564 / 0.564 and recall 0.235 / 0.294 / 0.255, so 2 mm stays.) litseg-run --min-tumor-ml 0 keeps all.
+MIN_TUMOR_ML=${MIN_TUMOR_ML:-1}
 # Test-time augmentation of the liver-tumor model: litseg-run averages the unshifted pass and one with the
 # 256x256 input moved by this many pixels in y and x (the U-Net's 16-pixel pooling grid makes its output
-# depend on where a lesion falls). On the same 20 fresh phantoms, with the 2 mm margin: tumor Dice per case
-# 0.631 -> 0.640 (4 shifts: 0.641), lesion recall 0.385 -> 0.404; twice the inference time. 0 turns it off.
-TTA_SHIFT_PX=${TTA_SHIFT_PX:-8}
+# depend on where a lesion falls). For the 0.4 models (20 fresh phantoms, 2 mm margin) it raised tumor Dice per
+# case 0.631 -> 0.640; for the 0.6.0 model on the same 20 phantoms (seeds 8000-8019, 2 mm margin) it gave
+# nothing: tumor Dice per case 0.5628 with the shift against 0.5644 without, global 0.8036 / 0.8031, lesion
+# recall 0.294 both, liver 0.9793 / 0.9791; so 0.6.0 runs one pass (half the inference time). 0 turns it off.
+TTA_SHIFT_PX=${TTA_SHIFT_PX:-0}
 THREADS=${THREADS:-2}
-VERSION=${VERSION:-0.5.0}
+VERSION=${VERSION:-0.6.0}
 MODELS=${MODELS:-runtime/models}
 # Patch training (nnU-Net style): 160x160 patches cost a quarter of a whole 256x256 slice per step, and
 # two thirds of them are centred on the rarest class the slice shows (tumor, else liver; liver-or-tumor on
@@ -70,23 +80,25 @@ MODELS=${MODELS:-runtime/models}
 # 6 x 12000 patches in the hour instead of 5 x 6000. A CPU without native bf16 trains in fp32: the recipe
 # prints its estimate first (python -m litseg.train.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
 # shared with other work, it measured 0.10-0.40 s per 160x160 patch: 2.2-7 h for 6 x 12000 patches.
-# So the 0.5.0 models were fine-tuned, not trained from scratch: the first liver-tumor phase starts from
-# the 0.4.0 network's weights (INIT_FROM_REV: the git revision whose runtime/models/liver-tumor.onnx is
-# turned into a checkpoint by python -m litseg.train.init_checkpoint; empty trains from scratch), with
-# 2 x 2500 patches and one epoch of 200 whole slices, and the liver model 600 patches: 23 min of training
-# on this machine while other work shared it. With native bf16 or a GPU, train longer (e.g. PATCHES=12000
+# So the bundled models are fine-tuned, not trained from scratch: the first liver-tumor phase starts from
+# the previous models' weights (INIT_FROM_REV: the git revision whose runtime/models/liver-tumor.onnx is
+# turned into a checkpoint by python -m litseg.train.init_checkpoint; empty trains from scratch). 0.5.0:
+# from 0.4.0 (cffb4ef) with 2 x 2500 patches, one epoch of 200 whole slices and the liver model 600
+# patches (PATCHES=2500 EPOCHS_1=2 SLICES_2=200 PATCHES_LIVER=600), 23 min of training; 0.6.0 (these
+# defaults): from 0.5.0 (224af94) with 3 x 10000 patches, 400 whole slices and 3000 liver patches, 67 min of
+# training on this machine while other work shared it. With native bf16 or a GPU, train longer (e.g. PATCHES=12000
 # EPOCHS_1=6 SLICES_2=1200 EPOCHS_LIVER=2 PATCHES_LIVER=3000 INIT_FROM_REV=).
-INIT_FROM_REV=${INIT_FROM_REV-cffb4ef}
+INIT_FROM_REV=${INIT_FROM_REV-224af94}
 # Phantom cases held out for validation (the MSD sets carry their fixed 100/22 patient split): 5 % keeps
 # each epoch's validation to a few minutes on the CPU.
 VAL_FRACTION=${VAL_FRACTION:-0.05}
 BASE=${BASE:-16}
 PATCH=${PATCH:-160}
-PATCHES=${PATCHES:-2500}  # per epoch, from both sets at $MIX
-EPOCHS_1=${EPOCHS_1:-2}   # liver-tumor, patches, lr $LR_1 poly
-SLICES_2=${SLICES_2:-200}  # liver-tumor, one more epoch: whole slices at $LR_2
+PATCHES=${PATCHES:-10000}  # per epoch, from both sets at $MIX
+EPOCHS_1=${EPOCHS_1:-3}   # liver-tumor, patches, lr $LR_1 poly
+SLICES_2=${SLICES_2:-400}  # liver-tumor, one more epoch: whole slices at $LR_2
 EPOCHS_LIVER=${EPOCHS_LIVER:-1}
-PATCHES_LIVER=${PATCHES_LIVER:-600}
+PATCHES_LIVER=${PATCHES_LIVER:-3000}
 LR_1=${LR_1:-2e-4}
 LR_2=${LR_2:-5e-5}
 LR_LIVER=${LR_LIVER:-2e-4}
@@ -184,7 +196,7 @@ for task in liver-tumor liver; do
   calibrated=()
   if [ "$task" = liver-tumor ]; then
     checkpoints=("${members[@]}")
-    calibrated=(--tumor-margin-mm "$TUMOR_MARGIN_MM")
+    calibrated=(--tumor-margin-mm "$TUMOR_MARGIN_MM" --min-tumor-ml "$MIN_TUMOR_ML")
     [ "$TTA_SHIFT_PX" -gt 0 ] && calibrated+=(--tta-shift-px "$TTA_SHIFT_PX")
   fi
   "$BIN/litseg-export" "${checkpoints[@]}" --out "$MODELS/$task.onnx" --version "$VERSION" \
