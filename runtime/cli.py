@@ -15,7 +15,7 @@ from typing import Any
 
 from . import errors, kernels
 from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, segment, write_results
-from .model import DEVICES
+from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 
 #: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=RunConfig.batch_size,
-        help="slices per inference call (default: 2 on the CPU, 8 on a GPU)",
+        help=f"slices per inference call (default: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)",
     )
     parser.add_argument(
         "--no-largest-component",

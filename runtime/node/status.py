@@ -10,8 +10,8 @@ from typing import Any
 
 from .spool import ERROR_FILE, SUMMARY_FILE, iter_incoming, list_jobs, read_json
 
-#: Timing stages shown in the per-series line, in pipeline order.
-#: Report timings shown per series; ``model_*`` are the model stage's parts, summed over its overlapped batches.
+#: Report timings shown in the per-series line, in pipeline order; ``model_*`` are the model stage's parts,
+#: summed over its overlapped batches.
 STAGES = ("read", "model_focus", "model_preprocess", "model_inference", "postprocess", "write", "send")
 NODE_FILE = "node.json"
 
