@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -254,8 +255,15 @@ def _header_only(ds: Dataset) -> Dataset:
     """A copy of the header without pixel data (the caller's dataset is never modified)."""
     header = Dataset()
     for tag in sorted(ds.keys()):  # by tag: iterating elements would load the deferred pixel data
-        if tag != PIXEL_DATA_TAG:
-            header.add(copy.copy(ds[tag]))  # own elements: completing the header must not touch the source
+        if tag == PIXEL_DATA_TAG:
+            continue
+        elem = ds.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement) and (elem.value is not None or not elem.length):
+            # Not yet parsed: an immutable tuple both datasets may hold, each converting it on first use
+            # (parsing every element of every slice here cost 3 ms a slice).
+            header[tag] = elem
+        else:  # parsed (own copy: completing the header must not touch the source) or deferred (read now)
+            header.add(copy.copy(ds[tag]))
     if hasattr(ds, "file_meta"):
         header.file_meta = ds.file_meta
     if "SpecificCharacterSet" in header and not header.SpecificCharacterSet:

@@ -3,6 +3,7 @@ and the fused preprocessing kernel that does all of them in one pass over the na
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -40,94 +41,183 @@ def resample_weights(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.
     scale = n_in / n_out
     support = max(scale, 1.0)
     width = math.ceil(support) * 2 + 1
-    starts = np.zeros(n_out, dtype=np.int64)
-    weights = np.zeros((n_out, width), dtype=np.float64)
+    centres = (np.arange(n_out) + 0.5) * scale  # in input pixel units, pixel p spans [p, p + 1)
+    lo = np.maximum(np.floor(centres - support), 0).astype(np.int64)
+    hi = np.minimum(np.ceil(centres + support), n_in).astype(np.int64)
+    taps = lo[:, None] + np.arange(width)
+    weights = np.maximum(0.0, 1.0 - np.abs((taps + 0.5 - centres[:, None]) / support))
+    weights[taps >= hi[:, None]] = 0.0
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=weights, where=totals > 0)
+    return lo, weights.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _taps(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """:func:`resample_weights` for the kernels: each output's taps start at its first non-zero weight and
+    ``count`` holds how many follow (all non-zero: the triangle is positive inside its support), so no
+    kernel reads past the input. Cached (a run asks for the same few sizes on every batch), read-only."""
+    starts, weights = resample_weights(n_in, n_out)
+    nonzero = weights != 0.0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0)
+    count = np.where(nonzero.any(axis=1), weights.shape[1] - nonzero[:, ::-1].argmax(axis=1) - first, 0)
+    shifted = np.zeros_like(weights)
     for o in range(n_out):
-        centre = (o + 0.5) * scale  # in input pixel units, pixel p spans [p, p + 1)
-        lo = max(math.floor(centre - support), 0)
-        hi = min(math.ceil(centre + support), n_in)
-        taps = np.arange(lo, hi)
-        w = np.maximum(0.0, 1.0 - np.abs((taps + 0.5 - centre) / support))
-        total = w.sum()
-        w = w / total if total > 0 else w
-        starts[o] = lo
-        weights[o, : len(w)] = w
-    return starts, weights.astype(np.float32)
+        shifted[o, : count[o]] = weights[o, first[o] : first[o] + count[o]]
+    arrays = (starts + first, shifted, count.astype(np.int64))
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+@functools.lru_cache(maxsize=64)
+def _half_taps(n_in: int, n_out: int) -> npt.NDArray[np.float32]:
+    """For an exact 2:1 shrink, ``w[t, o]``: the weight of input ``2 o - 1 + t`` (``t`` < 4; 0 where it is no
+    tap), laid out so that :func:`_horizontal` reads four contiguous vectors. Shape ``(4, 0)`` otherwise."""
+    half = np.zeros((4, 0), dtype=np.float32)
+    if n_in == 2 * n_out and n_out > 1:
+        starts, weights, count = _taps(n_in, n_out)
+        offset = starts - (2 * np.arange(n_out) - 1)
+        if (offset >= 0).all() and (offset + count <= 4).all():
+            half = np.zeros((4, n_out), dtype=np.float32)
+            for o in range(n_out):
+                half[offset[o] : offset[o] + count[o], o] = weights[o, : count[o]]
+    half.setflags(write=False)
+    return half
 
 
 @jit
-def _resample_kernel(src, dst, ys, yw, xs, xw, z0, z1):  # type: ignore[no-untyped-def]
-    _, ny_in, _ = src.shape
+def _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x):  # type: ignore[no-untyped-def]
+    # out[o] = sum over t of xw[o, t] * canonical[xs[o] + t], where canonical is ``row`` (flip_x: mirrored).
+    # An exact 2:1 shrink (``half`` has a column per output) de-interleaves the row into even and odd
+    # samples (odd shifted by one, a zero at each end) so that each output is four contiguous taps, which
+    # vectorise; the extra terms are zero weights times zero samples, so the sums are bit for bit the same.
+    n = row.shape[0]
+    m = out.shape[0]
+    if half.shape[1] == m:
+        for j in range(m):
+            if flip_x:
+                even[j] = row[n - 1 - 2 * j]
+                odd[j + 1] = row[n - 2 - 2 * j]
+            else:
+                even[j] = row[2 * j]
+                odd[j + 1] = row[2 * j + 1]
+        for o in range(m):
+            acc = np.float32(0.0)
+            acc += half[0, o] * odd[o]
+            acc += half[1, o] * even[o]
+            acc += half[2, o] * odd[o + 1]
+            acc += half[3, o] * even[o + 1]
+            out[o] = acc
+        return
+    for o in range(m):
+        acc = np.float32(0.0)
+        s = xs[o]
+        for t in range(xn[o]):
+            x = s + t
+            acc += xw[o, t] * row[n - 1 - x if flip_x else x]
+        out[o] = acc
+
+
+@jit
+def _resample_kernel(src, dst, ys, yw, yn, xs, xw, xn, half, z0, z1):  # type: ignore[no-untyped-def]
+    # Rows first: an output row is a weighted sum of whole input rows (contiguous, so the inner loop is
+    # vectorised), then each output pixel of that row a few taps along it (in L1 cache).
+    nx_in = src.shape[2]
     _, ny, nx = dst.shape
-    ty = yw.shape[1]
-    tx = xw.shape[1]
-    rows = np.empty((ny_in, nx), dtype=np.float32)
+    row = np.empty(nx_in, dtype=np.float32)
+    even = np.zeros(nx + 1, dtype=np.float32)
+    odd = np.zeros(nx + 1, dtype=np.float32)
     for z in range(z0, z1):
-        for y in range(ny_in):  # along x first
-            for o in range(nx):
-                acc = np.float32(0.0)
-                s = xs[o]
-                for t in range(tx):
-                    w = xw[o, t]
-                    if w != 0.0:
-                        acc += w * np.float32(src[z, y, s + t])
-                rows[y, o] = acc
-        for o in range(ny):  # then along y
-            s = ys[o]
-            for x in range(nx):
-                acc = np.float32(0.0)
-                for t in range(ty):
-                    w = yw[o, t]
-                    if w != 0.0:
-                        acc += w * rows[s + t, x]
-                dst[z, o, x] = acc
+        for o in range(ny):
+            row[:] = 0.0
+            for t in range(yn[o]):
+                w = yw[o, t]
+                r = ys[o] + t
+                for x in range(nx_in):
+                    row[x] += w * np.float32(src[z, r, x])
+            _horizontal(row, dst[z, o], xs, xw, xn, half, even, odd, False)
 
 
 def resample_slices(array: npt.NDArray[np.generic], shape_yx: tuple[int, int]) -> npt.NDArray[np.float32]:
     """Resample every slice of a ``(z, y, x)`` array to ``shape_yx`` (anti-aliased bilinear), float32."""
     require(array, "array", 3, (np.float32, np.int16, np.uint8))
     ny, nx = int(shape_yx[0]), int(shape_yx[1])
-    ys, yw = resample_weights(array.shape[1], ny)
-    xs, xw = resample_weights(array.shape[2], nx)
+    ys, yw, yn = _taps(array.shape[1], ny)
+    xs, xw, xn = _taps(array.shape[2], nx)
+    half = _half_taps(array.shape[2], nx)
     out = np.empty((array.shape[0], ny, nx), dtype=np.float32)
     over_slices(
-        lambda z0, z1: _resample_kernel(array, out, ys, yw, xs, xw, z0, z1), array.shape[0], array[0].size + ny * nx
+        lambda z0, z1: _resample_kernel(array, out, ys, yw, yn, xs, xw, xn, half, z0, z1),
+        array.shape[0],
+        array[0].size + ny * nx,
     )
     return out
 
 
 @jit
-def _resample_argmax_kernel(probs, dst, ys, yw, xs, xw, b0, b1, oy0, oy1, ox0, ox1):  # type: ignore[no-untyped-def]
-    _, nc, ny_in, _ = probs.shape
-    ty = yw.shape[1]
-    tx = xw.shape[1]
-    rows = np.empty((nc, ny_in, ox1 - ox0), dtype=np.float32)
+def _resample_argmax_kernel(probs, dst, ys, yw, yn, xs, xw, xn, b0, b1, region):  # type: ignore[no-untyped-def]
+    # argmax(interpolated probabilities) with a shortcut that gives the same labels: where every input
+    # pixel an output pixel's taps reach has the same argmax c, the interpolation (a convex combination with
+    # positive weights) keeps c the largest, ties included (lower index first, as np.argmax). So only
+    # output pixels near a label boundary on the model grid are interpolated.
+    _, nc, _, nx_in = probs.shape
+    oy0, oy1, ox0, ox1 = region[0], region[1], region[2], region[3]
+    cx0 = xs[ox0]  # input columns and rows the region's taps reach
+    cx1 = xs[ox1 - 1] + xn[ox1 - 1]
+    ry0 = ys[oy0]
+    ry1 = ys[oy1 - 1] + yn[oy1 - 1]
+    labels = np.empty((ry1 - ry0, nx_in), dtype=np.uint8)
+    same = np.empty(nx_in, dtype=np.uint8)  # per input column: the label all of a row's taps agree on, or 255
+    rows = np.empty((nc, nx_in), dtype=np.float32)
     for b in range(b0, b1):
-        for c in range(nc):
-            for y in range(ny_in):
-                for o in range(ox0, ox1):
-                    acc = np.float32(0.0)
-                    s = xs[o]
-                    for t in range(tx):
-                        w = xw[o, t]
-                        if w != 0.0:
-                            acc += w * probs[b, c, y, s + t]
-                    rows[c, y, o - ox0] = acc
+        for y in range(ry0, ry1):
+            for x in range(cx0, cx1):
+                best = probs[b, 0, y, x]
+                label = 0
+                for c in range(1, nc):
+                    if probs[b, c, y, x] > best:
+                        best = probs[b, c, y, x]
+                        label = c
+                labels[y - ry0, x] = label
         for o in range(oy0, oy1):
             s = ys[o]
-            for x in range(ox0, ox1):
+            n = yn[o]
+            for x in range(cx0, cx1):
+                label = labels[s - ry0, x]
+                for t in range(1, n):
+                    if labels[s + t - ry0, x] != label:
+                        label = 255
+                same[x] = label
+            interpolated = False
+            for ox in range(ox0, ox1):
+                sx = xs[ox]
+                label = same[sx]
+                for t in range(1, xn[ox]):
+                    if same[sx + t] != label:
+                        label = 255
+                if label != 255:
+                    dst[b, o, ox] = label
+                    continue
+                if not interpolated:  # this output row's vertical interpolation, once, when first needed
+                    for c in range(nc):
+                        for x in range(cx0, cx1):
+                            rows[c, x] = 0.0
+                        for t in range(n):
+                            w = yw[o, t]
+                            for x in range(cx0, cx1):
+                                rows[c, x] += w * probs[b, c, s + t, x]
+                    interpolated = True
                 best = np.float32(-np.inf)
                 label = 0
                 for c in range(nc):
                     acc = np.float32(0.0)
-                    for t in range(ty):
-                        w = yw[o, t]
-                        if w != 0.0:
-                            acc += w * rows[c, s + t, x - ox0]
+                    for t in range(xn[ox]):
+                        acc += xw[ox, t] * rows[c, sx + t]
                     if acc > best:  # strict: ties go to the lower class index, as np.argmax
                         best = acc
                         label = c
-                dst[b, o, x] = label
+                dst[b, o, ox] = label
 
 
 def resample_argmax(
@@ -138,7 +228,8 @@ def resample_argmax(
 ) -> npt.NDArray[np.uint8]:
     """Resample class probabilities ``(n, c, h, w)`` to ``shape_yx`` and take the argmax per pixel.
 
-    Interpolating probabilities (not labels) gives smooth, unbiased boundaries on the native grid.
+    Interpolating probabilities (not labels) gives smooth, unbiased boundaries on the native grid; only
+    pixels near a boundary of the model-grid argmax are interpolated (elsewhere the result is that label).
     Returns uint8 labels ``(n, *shape_yx)``, written into ``out`` if given. ``region_yx = (y0, y1, x0, x1)``
     limits the work to those output rows and columns (the rest of ``out`` is left as it is): where the
     probabilities outside a region are all background, nothing else can change.
@@ -157,11 +248,12 @@ def resample_argmax(
         raise ValueError(f"region_yx {region_yx} must lie within {shape_yx}")
     if y1 == y0 or x1 == x0:
         return out
-    ys, yw = resample_weights(probs.shape[2], ny)
-    xs, xw = resample_weights(probs.shape[3], nx)
+    ys, yw, yn = _taps(probs.shape[2], ny)
+    xs, xw, xn = _taps(probs.shape[3], nx)
+    region = np.array([y0, y1, x0, x1], dtype=np.int64)
     target = out
     over_slices(
-        lambda b0, b1: _resample_argmax_kernel(probs, target, ys, yw, xs, xw, b0, b1, y0, y1, x0, x1),
+        lambda b0, b1: _resample_argmax_kernel(probs, target, ys, yw, yn, xs, xw, xn, b0, b1, region),
         probs.shape[0],
         probs[0].size + (y1 - y0) * (x1 - x0) * probs.shape[1],
     )
@@ -183,9 +275,12 @@ def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> np
 
 # ----- fused preprocessing -------------------------------------------------------------------------
 @jit
-def _preprocess_kernel(src, dst, flips, ys, yw, xs, xw, levels, base, z0, z1):  # type: ignore[no-untyped-def]
+def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, base, z0, z1):  # type: ignore[no-untyped-def]
     # dst[z] = window(resample(clamp(canonical slice z))), where canonical slice z is read from the native
-    # array through the reorientation (transpose first, then flips), sample by sample: no reoriented copy.
+    # array through the reorientation (transpose first, then flips): no reoriented copy. As
+    # _resample_kernel: a canonical output row sums whole native rows (or, transposed, columns) in native
+    # order, then _horizontal reads each output's taps through the x flip. The same products summed in the
+    # same order as the separate steps, so the result is bit for bit theirs.
     # dst[0] is canonical slice ``base``; this call fills canonical slices [z0, z1).
     transpose, flip_z, flip_y, flip_x = flips[0], flips[1], flips[2], flips[3]
     air, lo, hi, scale = levels[0], levels[1], levels[2], levels[3]
@@ -193,33 +288,27 @@ def _preprocess_kernel(src, dst, flips, ys, yw, xs, xw, levels, base, z0, z1):  
     ny_c = src.shape[2] if transpose else src.shape[1]
     nx_c = src.shape[1] if transpose else src.shape[2]
     _, ny, nx = dst.shape
-    ty = yw.shape[1]
-    tx = xw.shape[1]
-    rows = np.empty((ny_c, nx), dtype=np.float32)
+    row = np.empty(nx_c, dtype=np.float32)
+    even = np.zeros(nx + 1, dtype=np.float32)
+    odd = np.zeros(nx + 1, dtype=np.float32)
     for z in range(z0, z1):
         sz = nz - 1 - z if flip_z else z
-        for y in range(ny_c):
-            yy = ny_c - 1 - y if flip_y else y
-            for o in range(nx):
-                acc = np.float32(0.0)
-                s = xs[o]
-                for t in range(tx):
-                    w = xw[o, t]
-                    if w != 0.0:
-                        x = s + t
-                        xx = nx_c - 1 - x if flip_x else x
-                        v = np.float32(src[sz, xx, yy]) if transpose else np.float32(src[sz, yy, xx])
-                        acc += w * max(v, air)
-                rows[y, o] = acc
         for o in range(ny):
-            s = ys[o]
+            row[:] = 0.0
+            for t in range(yn[o]):
+                w = yw[o, t]
+                y = ys[o] + t
+                yy = ny_c - 1 - y if flip_y else y
+                if transpose:
+                    for x in range(nx_c):
+                        row[x] += w * max(np.float32(src[sz, x, yy]), air)
+                else:
+                    for x in range(nx_c):
+                        row[x] += w * max(np.float32(src[sz, yy, x]), air)
+            out = dst[z - base, o]
+            _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x)
             for x in range(nx):
-                acc = np.float32(0.0)
-                for t in range(ty):
-                    w = yw[o, t]
-                    if w != 0.0:
-                        acc += w * rows[s + t, x]
-                dst[z - base, o, x] = (min(max(acc, lo), hi) - lo) * scale
+                out[x] = (min(max(out[x], lo), hi) - lo) * scale
 
 
 def preprocess_slices(
@@ -258,13 +347,12 @@ def preprocess_slices(
     if not 0 <= z0 <= z1 <= native.shape[0]:
         raise ValueError(f"z_range {z_range} must lie within 0..{native.shape[0]}")
     ny, nx = int(shape_yx[0]), int(shape_yx[1])
-    ys, yw = resample_weights(n_y, ny)
-    xs, xw = resample_weights(n_x, nx)
+    taps = (*_taps(n_y, ny), *_taps(n_x, nx), _half_taps(n_x, nx))
     levels = np.array([air_hu, lo, hi, np.float32(1.0) / np.float32(hi - lo)], dtype=np.float32)
     flag_array = np.array([bool(f) for f in flips], dtype=np.bool_)
     out = np.empty((z1 - z0, ny, nx), dtype=np.float32)
     over_slices(
-        lambda a, b: _preprocess_kernel(native, out, flag_array, ys, yw, xs, xw, levels, z0, z0 + a, z0 + b),
+        lambda a, b: _preprocess_kernel(native, out, flag_array, *taps, levels, z0, z0 + a, z0 + b),
         z1 - z0,
         native[0].size + ny * nx,
     )

@@ -92,24 +92,49 @@ def test_wrappers_reject_wrong_dtype_shape_and_layout() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
-@pytest.mark.parametrize("flips", [(False, False, False, False), (True, True, False, True), (False, True, True, False)])
+@pytest.mark.parametrize(
+    "flips",
+    [(False, False, False, False), (True, True, False, True), (False, True, True, False), (False, False, True, True)],
+)
+@pytest.mark.parametrize("grid", ["up", "half", "odd"])  # enlarge; exactly 2:1 (its own vectorised path); 5:3
 def test_fused_preprocessing_equals_the_separate_steps_bit_for_bit(
-    dtype: type, flips: tuple[bool, bool, bool, bool], monkeypatch: pytest.MonkeyPatch
+    dtype: type, flips: tuple[bool, bool, bool, bool], grid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # several threads over uneven chunks, and a partial z range: each chunk must land in its own slices
     monkeypatch.setenv("LITSEG_THREADS", "3")
     monkeypatch.setattr(kernels.threads, "MIN_PARALLEL_VOXELS", 1)
     native = np.random.default_rng(3).normal(-100, 500, (7, 48, 40)).astype(dtype)  # some below -1024
+    canonical = (40, 48) if flips[0] else (48, 40)
+    shape = {"up": (64, 56), "half": (canonical[0] // 2, canonical[1] // 2), "odd": (30, 24)}[grid]
     separate = kernels.window(
         kernels.resample_slices(
-            np.maximum(kernels.reorient(native, *flips).astype(np.float32), np.float32(-1024)), (64, 56)
+            np.maximum(kernels.reorient(native, *flips).astype(np.float32), np.float32(-1024)), shape
         ),
         (-200.0, 300.0),
     )
-    fused = kernels.preprocess_slices(native, flips, (64, 56), (-200.0, 300.0), -1024.0)
+    fused = kernels.preprocess_slices(native, flips, shape, (-200.0, 300.0), -1024.0)
     np.testing.assert_array_equal(fused, separate)
-    part = kernels.preprocess_slices(native, flips, (64, 56), (-200.0, 300.0), -1024.0, z_range=(2, 6))
+    part = kernels.preprocess_slices(native, flips, shape, (-200.0, 300.0), -1024.0, z_range=(2, 6))
     np.testing.assert_array_equal(part, separate[2:6])
+
+
+@pytest.mark.parametrize("shape_in", [(64, 48), (64, 47), (3, 2)])
+def test_exact_half_resampling_equals_the_general_taps(shape_in: tuple[int, int]) -> None:
+    # the 2:1 path against a direct evaluation of the sparse weights (float64, so only float32 rounding differs)
+    array = np.random.default_rng(8).normal(0, 300, (2, *shape_in)).astype(np.float32)
+    shape_out = (shape_in[0] // 2, max(shape_in[1] // 2, 1))
+    ys, yw = kernels.resample_weights(shape_in[0], shape_out[0])
+    xs, xw = kernels.resample_weights(shape_in[1], shape_out[1])
+
+    def dense(starts: np.ndarray, weights: np.ndarray, n_in: int) -> np.ndarray:
+        matrix = np.zeros((len(starts), n_in))
+        for o, (s, w) in enumerate(zip(starts, weights, strict=True)):
+            taps = [t for t in range(len(w)) if s + t < n_in]
+            matrix[o, [s + t for t in taps]] = w[taps]
+        return matrix
+
+    ref = dense(ys, yw, shape_in[0]) @ array.astype(np.float64) @ dense(xs, xw, shape_in[1]).T
+    np.testing.assert_allclose(kernels.resample_slices(array, shape_out), ref, rtol=1e-5, atol=1e-3)
 
 
 def test_resample_argmax_in_a_region_equals_the_full_result_there(monkeypatch: pytest.MonkeyPatch) -> None:
