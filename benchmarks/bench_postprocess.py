@@ -18,8 +18,8 @@ PROBS = np.random.default_rng(1).random((16, 3, 256, 256)).astype(np.float32)
 
 @pytest.mark.benchmark(group="connected components 64x512x512")
 def test_bench_label_numba(benchmark) -> None:  # type: ignore[no-untyped-def]
-    _, count = benchmark(kernels.label_components, LABELS > 0)
-    assert count == 2
+    organ = benchmark(kernels.find_components, LABELS, (1, 255), 1)
+    assert organ.count == 2
 
 
 @pytest.mark.benchmark(group="connected components 64x512x512")

@@ -14,6 +14,22 @@ LIVER = 1
 TUMOR = 2
 
 
+def _keep_only(labels: npt.NDArray[np.uint8], largest_component: bool) -> None:
+    """:func:`clean_labels` in place (``labels`` may be a view)."""
+    organ = kernels.find_components(labels, (LIVER, 255), LIVER)
+    if organ.count == 0:
+        return
+    keep = organ.hits > 0
+    keep[0] = False
+    if largest_component and keep.any():
+        best = int(np.argmax(np.where(keep, organ.sizes, -1)))
+        keep[:] = False
+        keep[best] = True
+    if keep[1:].all():
+        return
+    kernels.relabel_components(labels, organ, np.where(keep, np.uint8(255), np.uint8(0)))
+
+
 def clean_labels(labels: npt.NDArray[np.uint8], largest_component: bool = True) -> npt.NDArray[np.uint8]:
     """Keep tumor only inside the liver and, optionally, only the largest liver component.
 
@@ -21,18 +37,20 @@ def clean_labels(labels: npt.NDArray[np.uint8], largest_component: bool = True) 
     voxel (tumor floating outside the liver) are removed; with ``largest_component`` only the largest
     organ component is kept (6-connectivity). Returns a new uint8 array.
     """
-    labels = np.ascontiguousarray(labels, dtype=np.uint8)
-    components, count = kernels.label_components(labels > 0)
-    if count == 0:
-        return labels.copy()
-    sizes, liver_voxels = kernels.component_stats(components, count, labels, LIVER)
-    keep = liver_voxels > 0
-    keep[0] = False
-    if largest_component and keep.any():
-        best = int(np.argmax(np.where(keep, sizes, -1)))
-        keep[:] = False
-        keep[best] = True
-    return kernels.keep_components(labels, components, keep)
+    out = np.array(labels, dtype=np.uint8, order="C")
+    _keep_only(out, largest_component)
+    return out
+
+
+def _drop_small(labels: npt.NDArray[np.uint8], min_voxels: int) -> None:
+    """:func:`drop_small_tumors` in place (``labels`` may be a view)."""
+    if min_voxels <= 0:
+        return
+    tumors = kernels.find_components(labels, (TUMOR, TUMOR), TUMOR)
+    small = tumors.sizes < min_voxels
+    small[0] = False
+    if small.any():
+        kernels.relabel_components(labels, tumors, np.where(small, np.uint8(LIVER), np.uint8(255)))
 
 
 def drop_small_tumors(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDArray[np.uint8]:
@@ -41,17 +59,10 @@ def drop_small_tumors(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDA
     A false positive filter: small isolated tumor predictions are mostly noise for a 2-D model at
     256 x 256. They stay part of the organ. ``min_voxels <= 0`` returns the labels unchanged.
     """
-    labels = np.ascontiguousarray(labels, dtype=np.uint8)
     if min_voxels <= 0:
-        return labels
-    components, count = kernels.label_components(labels == TUMOR)
-    if count == 0:
-        return labels
-    sizes, _ = kernels.component_stats(components, count, labels, TUMOR)
-    small = sizes < min_voxels
-    small[0] = False
-    out = labels.copy()
-    out[small[components]] = LIVER
+        return np.ascontiguousarray(labels, dtype=np.uint8)
+    out = np.array(labels, dtype=np.uint8, order="C")
+    _drop_small(out, min_voxels)
     return out
 
 
@@ -65,9 +76,13 @@ def grow_tumors(labels: Volume, margin_mm: float) -> Volume:
     """
     if margin_mm <= 0:
         return labels
-    spacing_x, spacing_y, _ = labels.spacing_mm
     array = np.ascontiguousarray(labels.array, dtype=np.uint8)
-    return labels.with_array(kernels.grow_label(array, TUMOR, LIVER, margin_mm, (spacing_y, spacing_x)))
+    return labels.with_array(kernels.grow_label(array, TUMOR, LIVER, margin_mm, _spacing_yx(labels)))
+
+
+def _spacing_yx(labels: Volume) -> tuple[float, float]:
+    spacing_x, spacing_y, _ = labels.spacing_mm
+    return spacing_y, spacing_x
 
 
 @dataclass(frozen=True)
@@ -111,35 +126,35 @@ def postprocess_labels(
 
     None of the three steps can label a voxel outside the organ the model found, so working on the box
     (a few percent of an abdominal CT) gives the same labels as the whole volume, in a fraction of the time.
-    ``out``, the writable uint8 array that ``labels`` views (a caller that gives its labels up), receives
-    the result: no second volume-sized array. Without it the result is a new array.
+    ``out``, the writable uint8 array that ``labels`` views (a caller that gives its labels up), is changed
+    in place: the steps need two slices of component labels and one slice of copy, nothing volume-sized.
+    Without it the result is a new array.
     """
     array = np.asarray(labels.array, dtype=np.uint8)
-    box = foreground_box(array)
-    if box is None:
-        return labels
-    inner = Volume(np.ascontiguousarray(array[box]), labels.affine_lps)  # spacing is all the steps need
-    cleaned = clean_labels(np.asarray(inner.array), largest_component)
-    inner = grow_tumors(inner.with_array(drop_small_tumors(cleaned, min_tumor_voxels)), tumor_margin_mm)
     if out is None:
-        out = np.zeros_like(array)
+        out = np.array(array, order="C")
     elif (out.dtype, out.shape, out.strides, out.ctypes.data) != (
         array.dtype,
         array.shape,
         array.strides,
         array.ctypes.data,
-    ):
-        raise ValueError("out must be the uint8 array that labels views")
-    # (with out: outside the box every voxel is 0 already, and inside it is rewritten whole)
-    out[box] = inner.array
+    ) or not out.flags.writeable:
+        raise ValueError("out must be the writable uint8 array that labels views")
+    box = foreground_box(out)
+    if box is None:
+        return labels.with_array(out)
+    inner = out[box]  # a view: every step below changes it in place
+    _keep_only(inner, largest_component)
+    _drop_small(inner, min_tumor_voxels)
+    if tumor_margin_mm > 0:
+        kernels.grow_label(inner, TUMOR, LIVER, tumor_margin_mm, _spacing_yx(labels), in_place=True)
     return labels.with_array(out)
 
 
 def measure(labels: Volume) -> Measurements:
     """Liver volume (parenchyma, without tumor), number of tumors (6-connected) and tumor volume.
 
-    Counted inside the labels' bounding box: the component labels of a whole 432-slice series would
-    take 450 MB of int32 for what a few percent of it holds.
+    Counted inside the labels' bounding box, with two slices of component labels (not a volume of int32).
     """
     array = np.asarray(labels.array)
     voxel_ml = labels.voxel_volume_ml
@@ -147,7 +162,7 @@ def measure(labels: Volume) -> Measurements:
     if box is None:
         return Measurements(0.0, 0, 0.0)
     inner = array[box]
-    _, tumor_count = kernels.label_components(np.ascontiguousarray(inner == TUMOR))
+    tumor_count = kernels.find_components(np.asarray(inner, dtype=np.uint8), (TUMOR, TUMOR), TUMOR).count
     return Measurements(
         liver_volume_ml=float(np.count_nonzero(inner == LIVER) * voxel_ml),
         tumor_count=tumor_count,

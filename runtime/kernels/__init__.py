@@ -26,7 +26,12 @@ import time
 
 import numpy as np
 
-from .components import component_stats, grow_label, keep_components, label_components
+from .components import (
+    Components,
+    find_components,
+    grow_label,
+    relabel_components,
+)
 from .resample import (
     REORIENT_DTYPES,
     preprocess_slices,
@@ -41,13 +46,13 @@ from .threads import MIN_PARALLEL_VOXELS, jit, over_slices, require, worker_thre
 __all__ = [
     "MIN_PARALLEL_VOXELS",
     "REORIENT_DTYPES",
-    "component_stats",
+    "Components",
+    "find_components",
     "grow_label",
     "jit",
-    "keep_components",
-    "label_components",
     "over_slices",
     "preprocess_slices",
+    "relabel_components",
     "reorient",
     "require",
     "resample_argmax",
@@ -70,6 +75,8 @@ def warmup() -> float:
     resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
     for dtype in (np.int16, np.float32):
         preprocess_slices(np.zeros((1, 4, 4), dtype), (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
-    label_components(np.zeros((1, 2, 2), np.bool_))
+    box = np.zeros((2, 3, 3), np.uint8)[:, 1:, 1:]  # post-processing works on views (a bounding box)
+    relabel_components(box, find_components(box, (1, 255), 1), np.full(1, 255, np.uint8))
+    grow_label(box, 2, 1, 1.0, (1.0, 1.0), in_place=True)
     grow_label(np.zeros((1, 2, 2), np.uint8), 2, 1, 1.0, (1.0, 1.0))
     return time.perf_counter() - start

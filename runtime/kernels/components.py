@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -9,31 +11,41 @@ from .threads import jit, over_slices, require
 
 
 # ----- connected components ------------------------------------------------------------------------
-# Inlined into its caller, whose cache holds it (no cache of its own: it must not need a writable folder).
+# Two-pass union-find on the raster order (6-connected; components numbered by first appearance, as
+# scipy.ndimage.label numbers them) for the post-processing's component filters. Provisional labels live in
+# two slices only (the voxel's own and the previous one: all that 6-connectivity looks back at), so a filter
+# needs no volume of int32 labels (450 MB for a 432-slice series). Pass one counts each component's voxels
+# and the voxels of one label in it; pass two replays the identical scan (the same provisional labels in the
+# same order) and writes each component's new value in place. One function, no jitted helpers: each costs
+# its own type inference, and this kernel compiles on every fresh install.
 @jit
-def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
-    # Two-pass union-find on the raster order: pass 1 gives provisional labels and records which
-    # touch (through the already visited x-1, y-1 and z-1 neighbours), pass 2 writes final labels
-    # numbered by first appearance, as scipy.ndimage.label does. ``parent`` has room for one
-    # provisional label per mask voxel (the most there can be). One function, no helpers: each nested
-    # jitted function costs its own type inference, and this kernel compiles on every fresh install.
-    nz, ny, nx = mask.shape
+def _component_scan(labels, lo, hi, stat_label, final, action):  # type: ignore[no-untyped-def]
+    nz, ny, nx = labels.shape
+    rows = np.zeros((2, ny, nx), dtype=np.int32)
+    parent = np.empty(4096, dtype=np.int32)
+    size = np.zeros(4096, dtype=np.int64)
+    hits = np.zeros(4096, dtype=np.int64)
+    apply = final.size > 0
     parent[0] = 0
     n = 0
     for z in range(nz):
+        cur = rows[z & 1]
+        prev = rows[(z + 1) & 1]
         for y in range(ny):
             for x in range(nx):
-                if not mask[z, y, x]:
+                v = labels[z, y, x]
+                if v < lo or v > hi:
+                    cur[y, x] = 0
                     continue
                 best = 0
                 for d in range(3):
                     other = 0
                     if d == 0 and x > 0:
-                        other = labels[z, y, x - 1]
+                        other = cur[y, x - 1]
                     elif d == 1 and y > 0:
-                        other = labels[z, y - 1, x]
+                        other = cur[y - 1, x]
                     elif d == 2 and z > 0:
-                        other = labels[z - 1, y, x]
+                        other = prev[y, x]
                     if other == 0:
                         continue
                     root = other
@@ -49,9 +61,24 @@ def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
                         parent[root] = best
                 if best == 0:
                     n += 1
+                    if n == parent.size:  # more provisional labels than room: double it
+                        parent = np.concatenate((parent, np.empty(n, dtype=np.int32)))
+                        size = np.concatenate((size, np.zeros(n, dtype=np.int64)))
+                        hits = np.concatenate((hits, np.zeros(n, dtype=np.int64)))
                     parent[n] = n
                     best = n
-                labels[z, y, x] = best
+                cur[y, x] = best
+                if apply:
+                    new = action[final[best]]
+                    if new != 255:
+                        labels[z, y, x] = new
+                else:
+                    size[best] += 1
+                    if v == stat_label:
+                        hits[best] += 1
+    if apply:
+        return 0, final, size[:0], hits[:0]
+    # components numbered by first appearance (a set's root is its smallest provisional label)
     final = np.zeros(n + 1, dtype=np.int32)
     count = 0
     for a in range(1, n + 1):
@@ -62,67 +89,80 @@ def _label_kernel(mask, labels, parent):  # type: ignore[no-untyped-def]
             count += 1
             final[a] = count
         else:
-            final[a] = final[root]  # root < a, already numbered
-    flat = labels.reshape(-1)
-    for i in range(flat.size):
-        flat[i] = final[flat[i]]
-    return count
+            final[a] = final[root]
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    counted = np.zeros(count + 1, dtype=np.int64)
+    for a in range(1, n + 1):
+        sizes[final[a]] += size[a]
+        counted[final[a]] += hits[a]
+    return count, final, sizes, counted
 
 
-def label_components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], int]:
-    """Label the 6-connected components of a boolean ``(z, y, x)`` mask (as ``scipy.ndimage.label``).
+@dataclass(frozen=True)
+class Components:
+    """The 6-connected components of ``lo <= labels <= hi``: ``count``, per component (index 0 = none) its
+    ``sizes`` in voxels and ``hits`` (its voxels of the counted label), and ``provisional``, the scan's own
+    numbering that :func:`relabel_components` replays."""
 
-    Returns ``(labels, count)``: int32 labels 1..count in scan order, 0 outside the mask.
-    """
-    require(mask, "mask", 3, (np.bool_,))
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    parent = np.empty(int(np.count_nonzero(mask)) + 1, dtype=np.int32)
-    count = int(_label_kernel(mask, labels, parent))
-    return labels, count
-
-
-def component_stats(
-    components: npt.NDArray[np.int32], count: int, labels: npt.NDArray[np.uint8], label: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Per component (index 0 = outside): its size in voxels and how many of its voxels have ``label``."""
-    require(components, "components", 3, (np.int32,))
-    require(labels, "labels", 3, (np.uint8,))
-    if components.shape != labels.shape:
-        raise ValueError(f"components {components.shape} and labels {labels.shape} must have one shape")
-    flat = components.reshape(-1)
-    sizes = np.bincount(flat, minlength=count + 1).astype(np.int64)
-    hits = np.bincount(flat[labels.reshape(-1) == label], minlength=count + 1).astype(np.int64)
-    return sizes, hits
+    count: int
+    sizes: npt.NDArray[np.int64]
+    hits: npt.NDArray[np.int64]
+    provisional: npt.NDArray[np.int32]
+    value_range: tuple[int, int]
 
 
-def keep_components(
-    labels: npt.NDArray[np.uint8], components: npt.NDArray[np.int32], keep: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.uint8]:
-    """``labels`` where ``keep[component]`` is true, 0 elsewhere (a new array)."""
-    require(labels, "labels", 3, (np.uint8,))
-    require(components, "components", 3, (np.int32,))
-    require(keep, "keep", 1, (np.bool_,))
-    if keep.size <= int(components.max(initial=0)):
-        raise ValueError(f"keep has {keep.size} entries; components go up to {int(components.max())}")
-    return np.where(keep[components], labels, np.uint8(0))
+def _require_labels(labels: npt.NDArray[np.generic]) -> None:
+    # views into a larger volume (a bounding box) are fine here: numba reads them strided
+    if not isinstance(labels, np.ndarray) or labels.ndim != 3 or labels.dtype != np.uint8:
+        raise TypeError(f"labels must be a 3-D uint8 numpy array; got {getattr(labels, 'dtype', type(labels))}")
+
+
+def find_components(labels: npt.NDArray[np.uint8], value_range: tuple[int, int], counted: int) -> Components:
+    """Components of the voxels with ``value_range[0] <= label <= value_range[1]`` (6-connected, numbered
+    as ``scipy.ndimage.label`` numbers them), their sizes and how many of their voxels are ``counted``.
+    Memory: two slices of int32, whatever the volume."""
+    _require_labels(labels)
+    lo, hi = (int(v) for v in value_range)
+    none_i32, none_u8 = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+    data = labels if labels.flags.writeable else labels.copy()  # the scan is typed for writable arrays
+    count, final, sizes, hits = _component_scan(data, np.uint8(lo), np.uint8(hi), np.uint8(counted), none_i32, none_u8)
+    return Components(int(count), sizes, hits, final, (lo, hi))
+
+
+def relabel_components(
+    labels: npt.NDArray[np.uint8], components: Components, new_values: npt.NDArray[np.uint8]
+) -> None:
+    """Write ``new_values[c]`` into every voxel of component ``c`` (255: leave it), in place.
+
+    ``components`` must come from :func:`find_components` on these very labels."""
+    _require_labels(labels)
+    if new_values.dtype != np.uint8 or new_values.shape != (components.count + 1,):
+        raise ValueError(f"new_values must be uint8 of {components.count + 1} entries; got {new_values.shape}")
+    lo, hi = components.value_range
+    if not labels.flags.writeable:
+        raise ValueError("labels must be writable: they are relabelled in place")
+    _component_scan(labels, np.uint8(lo), np.uint8(hi), np.uint8(0), components.provisional, new_values)
 
 
 @jit
 def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
+    # Reads each slice from a copy of it, so ``out`` may be ``labels`` itself (growth in place).
     _, ny, nx = labels.shape
     r2 = radius_mm * radius_mm
+    source = np.empty((ny, nx), dtype=np.uint8)
     for k in range(z0, z1):
         has_grow = False
         for j in range(ny):
             for i in range(nx):
-                out[k, j, i] = labels[k, j, i]
-                if labels[k, j, i] == grow:
+                source[j, i] = labels[k, j, i]
+                out[k, j, i] = source[j, i]
+                if source[j, i] == grow:
                     has_grow = True
         if not has_grow:  # most slices hold no tumor: nothing to search
             continue
         for j in range(ny):
             for i in range(nx):
-                if labels[k, j, i] != into:
+                if source[j, i] != into:
                     continue
                 near = False
                 for dj in range(-r_y, r_y + 1):
@@ -131,7 +171,7 @@ def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_m
                         continue
                     for di in range(-r_x, r_x + 1):
                         ii = i + di
-                        if 0 <= ii < nx and labels[k, jj, ii] == grow and (dj * dy_mm) ** 2 + (di * dx_mm) ** 2 <= r2:
+                        if 0 <= ii < nx and source[jj, ii] == grow and (dj * dy_mm) ** 2 + (di * dx_mm) ** 2 <= r2:
                             near = True
                             break
                     if near:
@@ -141,16 +181,24 @@ def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_m
 
 
 def grow_label(
-    labels: npt.NDArray[np.uint8], grow: int, into: int, radius_mm: float, spacing_yx_mm: tuple[float, float]
+    labels: npt.NDArray[np.uint8],
+    grow: int,
+    into: int,
+    radius_mm: float,
+    spacing_yx_mm: tuple[float, float],
+    in_place: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """Relabel ``into`` voxels within ``radius_mm`` (in-plane, centre to centre) of a ``grow`` voxel of the
-    same slice as ``grow``; other voxels are unchanged (a new array). Growth reads the input labels only
-    (one step, not iterated)."""
-    require(labels, "labels", 3, (np.uint8,))
+    same slice as ``grow``; other voxels are unchanged. Growth reads the input labels only (one step, not
+    iterated). Returns a new array, or ``labels`` itself, changed, with ``in_place`` (then ``labels`` may
+    be a view, e.g. a bounding box of a larger volume)."""
+    _require_labels(labels)
+    if not in_place:
+        require(labels, "labels", 3, (np.uint8,))
     dy_mm, dx_mm = (float(v) for v in spacing_yx_mm)
     if not (dy_mm > 0 and dx_mm > 0 and radius_mm >= 0):
         raise ValueError(f"spacing_yx_mm must be > 0 and radius_mm >= 0; got {spacing_yx_mm}, {radius_mm}")
-    out = np.empty_like(labels)
+    out = labels if in_place else np.empty_like(labels)
     r_y, r_x = int(radius_mm / dy_mm), int(radius_mm / dx_mm)
     args = (np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
     over_slices(lambda z0, z1: _grow_label_kernel(labels, out, *args, z0, z1), labels.shape[0], labels[0].size)
