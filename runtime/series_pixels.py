@@ -19,6 +19,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 
+from . import kernels
 from .errors import InputError
 from .kernels import worker_threads
 from .series_files import PIXEL_DATA_TAG, Candidate
@@ -58,12 +59,17 @@ def hu_slice(ds: Dataset, out: npt.NDArray[np.generic]) -> None:
     """Decode one slice into ``out`` (int16 or float32 HU, clamped at air; padding read as air)."""
     raw = _stored(ds)  # PixelRepresentation (signed/unsigned) and BitsStored applied
     slope, intercept = _rescale(ds)
-    hu: npt.NDArray[np.generic]
+    padding = ds.get("PixelPaddingValue")
+    if out.dtype == np.int16 and raw.dtype.type in kernels.STORED_DTYPES and raw.shape == out.shape:
+        stored_padding = None if padding is None else int(padding)
+        native = np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder("="))  # Explicit VR Big Endian: swapped
+        kernels.rescale_to_hu(native, out, int(slope), int(intercept), int(AIR_HU), stored_padding)
+        return
+    hu: npt.NDArray[np.generic]  # a float rescale, or a dtype no CT decoder returns: numpy
     if out.dtype == np.int16:
         hu = np.clip(raw.astype(np.int32) * int(slope) + int(intercept), int(AIR_HU), INT16_MAX)
     else:
         hu = np.maximum(raw.astype(np.float32) * np.float32(slope) + np.float32(intercept), np.float32(AIR_HU))
-    padding = ds.get("PixelPaddingValue")
     if padding is not None:
         # PixelPaddingValue is a stored value, not HU (PS3.3 C.7.5.1.1.2).
         hu[raw == int(padding)] = AIR_HU

@@ -41,11 +41,13 @@ from .resample import (
     resample_weights,
     window,
 )
+from .rescale import STORED_DTYPES, rescale_to_hu
 from .threads import MIN_PARALLEL_VOXELS, jit, over_slices, require, worker_threads
 
 __all__ = [
     "MIN_PARALLEL_VOXELS",
     "REORIENT_DTYPES",
+    "STORED_DTYPES",
     "Components",
     "find_components",
     "grow_label",
@@ -58,6 +60,7 @@ __all__ = [
     "resample_argmax",
     "resample_slices",
     "resample_weights",
+    "rescale_to_hu",
     "warmup",
     "window",
     "worker_threads",
@@ -73,6 +76,8 @@ def warmup() -> float:
     start = time.perf_counter()
     resample_slices(np.zeros((1, 4, 4), np.float32), (2, 2))
     resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
+    for stored in (np.uint16, np.int16):  # what CT decoders return
+        rescale_to_hu(np.zeros((2, 2), stored), np.zeros((2, 2), np.int16), 1, -1024, -1024, None)
     for dtype in (np.int16, np.float32):
         preprocess_slices(np.zeros((1, 4, 4), dtype), (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
     box = np.zeros((2, 3, 3), np.uint8)[:, 1:, 1:]  # post-processing works on views (a bounding box)

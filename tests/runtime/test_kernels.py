@@ -172,3 +172,23 @@ def test_find_components_grows_past_its_first_table() -> None:
     assert (tumors.sizes[1:] == 1).all() and (tumors.hits[1:] == 1).all()
     kernels.relabel_components(labels, tumors, np.where(np.arange(10241) % 2 == 1, np.uint8(1), np.uint8(255)))
     assert np.count_nonzero(labels == 1) == 5120 and np.count_nonzero(labels == 2) == 5120
+
+
+@pytest.mark.parametrize(
+    ("stored", "slope", "intercept", "padding"),
+    [(np.uint16, 1, -1024, None), (np.uint16, 1, -1024, 0), (np.int16, 2, -1000, -2000), (np.uint8, 10, -1024, None)],
+)
+def test_rescale_to_hu_matches_numpy(stored: type, slope: int, intercept: int, padding: int | None) -> None:
+    info = np.iinfo(stored)
+    raw = np.random.default_rng(9).integers(info.min, info.max, (64, 48), endpoint=True).astype(stored)
+    if padding is not None:
+        raw[:5] = padding
+    out = np.empty(raw.shape, np.int16)
+    kernels.rescale_to_hu(raw, out, slope, intercept, -1024, padding)
+    ref = np.clip(raw.astype(np.int64) * slope + intercept, -1024, 32767)
+    if padding is not None:
+        ref[raw == padding] = -1024
+    np.testing.assert_array_equal(out, ref)
+    if raw.itemsize > 1:  # bytes in the file's order (Explicit VR Big Endian) are the caller's to swap
+        with pytest.raises(TypeError, match="native-endian"):
+            kernels.rescale_to_hu(raw.astype(raw.dtype.newbyteorder(">")), out, slope, intercept, -1024, padding)
