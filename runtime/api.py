@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,7 +23,7 @@ from typing import Any
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
 from .errors import InputError, LitsegError, OutputError
-from .focus import Focus, FocusPart, focus_fraction
+from .focus import FocusPart
 from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo, default_model_path
 from .nifti import write_nifti
 from .output_folder import check_output_location, commit_folder
@@ -125,10 +126,6 @@ class FocusReport:
     parts: tuple[FocusPart, ...]
     coarse_slices: int
     work_fraction: float
-
-    @classmethod
-    def of(cls, focus: Focus, nz: int, grid_yx: tuple[int, int]) -> FocusReport:
-        return cls(focus.parts, len(focus.coarse), focus_fraction(focus, nz, grid_yx))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -255,7 +252,7 @@ def segment(
         plausibility = assess(labels, series.volume)
     for warning in plausibility.warnings:
         log.warning("plausibility: %s [%s]", warning.message, warning.code)
-    focus = FocusReport.of(run.focus, series.volume.shape_zyx[0], model.spec.target_shape_yx)
+    focus = FocusReport(run.focus.parts, len(run.focus.coarse), run.work_fraction)
     return SegmentationResult(
         labels,
         series,
@@ -297,15 +294,22 @@ def write_results(
     report = result.report()
     timer = _Timer()
 
+    def nifti(tmp: Path) -> None:
+        with timer.stage("write_nifti"):
+            write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
+
     def write_all(tmp: Path) -> None:
         algorithm = AlgorithmInfo(result.model.name, result.model.version)
-        if "seg" in formats:
-            with timer.stage("write_seg"):
-                seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
-                seg.save_as(tmp / OUTPUT_FILES["seg"])
-        if "nifti" in formats:
-            with timer.stage("write_nifti"):
-                write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
+        # The NIfTI's gzip runs in zlib, outside the GIL: on a second thread it costs no time beside the SEG,
+        # which is Python (highdicom) throughout.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="litseg-nifti") as pool:
+            compressing = pool.submit(nifti, tmp) if "nifti" in formats else None
+            if "seg" in formats:
+                with timer.stage("write_seg"):
+                    seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
+                    seg.save_as(tmp / OUTPUT_FILES["seg"])
+            if compressing is not None:
+                compressing.result()
         if "mask-dicom" in formats:
             with timer.stage("write_mask_dicom"):
                 folder = tmp / OUTPUT_FILES["mask-dicom"]
