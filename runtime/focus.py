@@ -13,12 +13,20 @@ Coarse slices that show foreground more than :data:`MAX_GAP_MM` apart start a ne
 coarse pass calls liver in the pelvis (a bladder, a mass) gets its own short range instead of stretching
 one range over every slice between it and the liver. Nothing the coarse pass saw is dropped (the full
 pass and the post-processing decide about every range); only the empty slices between are skipped.
+Two bounds make both passes smaller. The patient's body (HU above :data:`BODY_HU` on the coarse slices,
+:data:`BODY_MARGIN_PX` of air around it) bounds every box: a scan's field of view holds a lot of air and
+table, and the coarse pass itself runs on that box only. And the full pass steps through each part in
+blocks of slices, each with the box of the coarse slices around it (those that bracket it and one more on
+either side): the liver's cross-section shrinks toward its dome and its tip, so one box for the whole part
+would run the network on empty context there.
+
 The cost on held-out data is measured and reported (README, issue 15), and ``RunConfig(focus=False)`` /
 ``--no-focus`` runs the full pass everywhere.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,24 +44,46 @@ GRID_PX = 16
 MIN_FOREGROUND_PX = 16
 #: Below this many slices the coarse pass would not save anything.
 MIN_SLICES_FOR_FOCUS = 24
+#: A pixel of a coarse slice above this HU belongs to the patient (fat, soft tissue, bone; not air or lung).
+BODY_HU = -500.0
+#: Air kept around the body's box, in model-grid pixels (the network's view of the skin and its surroundings).
+BODY_MARGIN_PX = 16
 #: Foreground seen on coarse slices further apart than this (empty coarse slices between) splits the focus
 #: into separate slice ranges; closer ones share a range (a liver is one organ: 30 mm covers the two
 #: empty samples a thin or poorly seen part of it could give).
 MAX_GAP_MM = 30.0
 
 
+Box = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class FocusPart:
-    """Canonical slices ``[z0, z1)`` and the model-grid box ``[y0, y1) x [x0, x1)`` the full pass sees there."""
+    """Canonical slices ``[z0, z1)`` and the model-grid box ``[y0, y1) x [x0, x1)`` the full pass sees there.
+
+    ``seen`` holds the part's coarse slices that showed liver, each with its own box (margin included); a
+    block of slices runs on the boxes around it (:meth:`block_box`), ``box_yx`` is the envelope of them all.
+    """
 
     z0: int
     z1: int
-    box_yx: tuple[int, int, int, int]
+    box_yx: Box
+    seen: tuple[tuple[int, Box], ...] = ()
 
     @property
     def area(self) -> int:
         y0, y1, x0, x1 = self.box_yx
         return (y1 - y0) * (x1 - x0)
+
+    def block_box(self, a: int, b: int) -> Box:
+        """The box for slices ``[a, b)`` of this part: the boxes of the seen coarse slices that bracket the
+        block, and one more on either side (the envelope when the part has no per-slice boxes)."""
+        if not self.seen:
+            return self.box_yx
+        zs = [z for z, _ in self.seen]
+        first = max(bisect.bisect_right(zs, a) - 2, 0)  # one before the last seen slice at or before a
+        last = min(bisect.bisect_left(zs, b - 1) + 1, len(zs) - 1)  # one after the first at or after b - 1
+        return _union([box for _, box in self.seen[first : last + 1]])
 
 
 @dataclass(frozen=True)
@@ -88,9 +118,17 @@ class Focus:
         boxes = np.array([p.box_yx for p in self.parts])
         return (int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max()))
 
-    def with_box(self, box_yx: tuple[int, int, int, int]) -> Focus:
-        """The same slices, every part with ``box_yx``."""
+    def with_box(self, box_yx: Box) -> Focus:
+        """The same slices, every part and block with ``box_yx``."""
         return Focus(tuple(FocusPart(p.z0, p.z1, box_yx) for p in self.parts), self.coarse)
+
+    def blocks(self, size: int) -> list[tuple[int, int, Box]]:
+        """The full pass' steps: each part cut into blocks of up to ``size`` slices, each with its box."""
+        return [
+            (a, min(a + size, p.z1), p.block_box(a, min(a + size, p.z1)))
+            for p in self.parts
+            for a in range(p.z0, p.z1, size)
+        ]
 
 
 def everything(nz: int, shape_yx: tuple[int, int]) -> Focus:
@@ -98,11 +136,11 @@ def everything(nz: int, shape_yx: tuple[int, int]) -> Focus:
     return Focus((FocusPart(0, nz, (0, shape_yx[0], 0, shape_yx[1])),))
 
 
-def focus_fraction(focus: Focus, nz: int, shape_yx: tuple[int, int]) -> float:
-    """The share of the full model work the focus keeps (slices x area), for the report."""
+def work_fraction(blocks: list[tuple[int, int, Box]], nz: int, shape_yx: tuple[int, int]) -> float:
+    """The share of the full model work (slices x area) that the blocks of a focus keep, for the report."""
     if nz == 0:
         return 0.0
-    return sum((p.z1 - p.z0) * p.area for p in focus.parts) / (nz * shape_yx[0] * shape_yx[1])
+    return sum((b - a) * (y1 - y0) * (x1 - x0) for a, b, (y0, y1, x0, x1) in blocks) / (nz * shape_yx[0] * shape_yx[1])
 
 
 def coarse_slices(nz: int, spacing_z_mm: float) -> npt.NDArray[np.int64]:
@@ -121,11 +159,31 @@ def _aligned(lo: int, hi: int, n: int) -> tuple[int, int]:
     return lo, hi
 
 
+def body_box(body_yx: npt.NDArray[np.bool_], shape_yx: tuple[int, int]) -> Box | None:
+    """The model-grid box of the body, :data:`BODY_MARGIN_PX` around it, aligned to the network's grid.
+
+    ``body_yx`` marks the canonical native pixels (before resampling) where any coarse slice shows the body;
+    None when there is none.
+    """
+    rows = np.flatnonzero(body_yx.any(axis=1))
+    cols = np.flatnonzero(body_yx.any(axis=0))
+    if rows.size == 0:
+        return None
+    scale_y, scale_x = shape_yx[0] / body_yx.shape[0], shape_yx[1] / body_yx.shape[1]
+    y0, y1 = math.floor(rows[0] * scale_y), math.ceil((rows[-1] + 1) * scale_y)
+    x0, x1 = math.floor(cols[0] * scale_x), math.ceil((cols[-1] + 1) * scale_x)
+    return (
+        *_aligned(y0 - BODY_MARGIN_PX, y1 + BODY_MARGIN_PX, shape_yx[0]),
+        *_aligned(x0 - BODY_MARGIN_PX, x1 + BODY_MARGIN_PX, shape_yx[1]),
+    )
+
+
 def find_focus(
     nz: int,
     spacing_z_mm: float,
     shape_yx: tuple[int, int],
-    labels_of: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint8]],
+    labels_of: Callable[[npt.NDArray[np.int64], Box], npt.NDArray[np.uint8]],
+    body_of: Callable[[npt.NDArray[np.int64]], Box | None] | None = None,
 ) -> Focus:
     """Run the coarse pass and derive the focus.
 
@@ -136,12 +194,18 @@ def find_focus(
     shape_yx
         The model grid.
     labels_of
-        Model-grid labels ``(len(slices), *shape_yx)`` (argmax of one unshifted pass) of the given slices.
+        ``labels_of(slices, box)``: model-grid labels ``(len(slices), *shape_yx)`` (argmax of one unshifted
+        pass run on ``box``, background outside it) of the given canonical slices.
+    body_of
+        ``body_of(slices)``: the body's box on the model grid (:func:`body_box`) or None; it bounds the coarse
+        pass and every box of the focus. Without it the whole grid.
     """
     if nz < MIN_SLICES_FOR_FOCUS:
         return everything(nz, shape_yx)
     picks = coarse_slices(nz, spacing_z_mm)
-    labels = labels_of(picks)
+    grid: Box = (0, shape_yx[0], 0, shape_yx[1])
+    body = (body_of(picks) if body_of is not None else None) or grid
+    labels = labels_of(picks, body)
     seen = (labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX
     coarse = tuple(int(p) for p in picks)
     if not seen.any():
@@ -156,12 +220,25 @@ def find_focus(
             z0, _, before = runs.pop()
             run = np.concatenate([before, run])
         runs.append((z0, z1, run))
-    return Focus(tuple(FocusPart(z0, z1, _box(labels[run], shape_yx)) for z0, z1, run in runs), coarse)
+    parts = []
+    for z0, z1, run in runs:
+        seen_boxes = tuple((int(picks[k]), _box(labels[k], shape_yx, body)) for k in run)
+        parts.append(FocusPart(z0, z1, _union([box for _, box in seen_boxes]), seen_boxes))
+    return Focus(tuple(parts), coarse)
 
 
-def _box(labels: npt.NDArray[np.uint8], shape_yx: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The aligned box around the foreground of ``labels`` (coarse slices), :data:`MARGIN_PX` around it."""
-    ys, xs = np.nonzero((labels > 0).any(axis=0))
+def _box(labels: npt.NDArray[np.uint8], shape_yx: tuple[int, int], body: Box) -> Box:
+    """The aligned box around the foreground of one coarse slice's labels, :data:`MARGIN_PX` around it, within
+    the body's box."""
+    ys, xs = np.nonzero(labels > 0)
     y0, y1 = _aligned(int(ys.min()) - MARGIN_PX, int(ys.max()) + 1 + MARGIN_PX, shape_yx[0])
     x0, x1 = _aligned(int(xs.min()) - MARGIN_PX, int(xs.max()) + 1 + MARGIN_PX, shape_yx[1])
-    return y0, y1, x0, x1
+    by0, by1, bx0, bx1 = body
+    clipped = (max(y0, by0), min(y1, by1), max(x0, bx0), min(x1, bx1))
+    # the coarse labels lie inside the body box (the pass ran there), so the clip keeps them all
+    return clipped if clipped[0] < clipped[1] and clipped[2] < clipped[3] else (y0, y1, x0, x1)
+
+
+def _union(boxes: list[Box]) -> Box:
+    array = np.array(boxes)
+    return (int(array[:, 0].min()), int(array[:, 1].max()), int(array[:, 2].min()), int(array[:, 3].max()))

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import kernels
-from .focus import Focus, everything, find_focus
+from .focus import BODY_HU, Box, Focus, body_box, everything, find_focus, work_fraction
 from .geometry import Reorientation, canonical_reorientation
 from .model import NO_TTA, Model
 from .preprocess import kernel_input
@@ -46,11 +46,13 @@ class StageClock:
 
 @dataclass(frozen=True)
 class ModelRun:
-    """What the model stage returns: uint8 labels on the native grid, the focus and the stage clock."""
+    """What the model stage returns: uint8 labels on the native grid, the focus, the share of the full model
+    work its blocks kept, and the stage clock."""
 
     labels: npt.NDArray[np.uint8]
     focus: Focus
     clock: StageClock
+    work_fraction: float = 1.0
 
 
 def native_region(box: tuple[int, int], n_model: int, n_native: int) -> tuple[int, int]:
@@ -84,6 +86,17 @@ class _Stages:
 
     def prepare_slices(self, slices: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         return np.concatenate([self.prepare(int(z), int(z) + 1) for z in slices])
+
+    def body(self, slices: npt.NDArray[np.int64]) -> Box | None:
+        """The body's box on the model grid over the given canonical slices (:func:`~.focus.body_box`)."""
+        transpose, flip_z, flip_y, flip_x = self.flags
+        nz = self.native.shape[0]
+        seen = np.zeros(self.native.shape[1:], dtype=np.bool_)
+        for z in slices:
+            seen |= self.native[nz - 1 - int(z) if flip_z else int(z)] > BODY_HU
+        canonical = seen.T if transpose else seen  # transpose first, then the flips (Reorientation)
+        canonical = canonical[:: -1 if flip_y else 1, :: -1 if flip_x else 1]
+        return body_box(canonical, self.spec.target_shape_yx)
 
     def infer(
         self,
@@ -154,9 +167,10 @@ def run_model(
             nz,
             volume.spacing_mm[2],
             grid,
-            lambda picks: np.argmax(
-                stages.infer(stages.prepare_slices(picks), full_box, NO_TTA, batch_size), axis=1
+            lambda picks, box: np.argmax(
+                stages.infer(stages.prepare_slices(picks), box, NO_TTA, batch_size), axis=1
             ).astype(np.uint8),
+            stages.body if model.any_size else None,
         )
     else:
         focus = everything(nz, grid)
@@ -164,8 +178,8 @@ def run_model(
         focus = focus.with_box(full_box)
     clock.add("focus", time.perf_counter() - start)
     labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
-    chunk = max(CHUNK_SLICES, batch_size)  # pipeline steps: the model runs each in calls of batch_size
-    batches = [(a, min(a + chunk, p.z1), p.box_yx) for p in focus.parts for a in range(p.z0, p.z1, chunk)]
+    # pipeline steps, each with its own box: the model runs each in calls of batch_size
+    batches = focus.blocks(max(CHUNK_SLICES, batch_size))
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
         ahead: Future[npt.NDArray[np.float32]] | None = None
@@ -185,4 +199,5 @@ def run_model(
                 progress(done, focus.slices)
         if behind is not None:
             behind.result()
-    return ModelRun(np.asarray(reorientation.inverse().apply_array(labels), dtype=np.uint8), focus, clock)
+    native_labels = np.asarray(reorientation.inverse().apply_array(labels), dtype=np.uint8)
+    return ModelRun(native_labels, focus, clock, work_fraction(batches, nz, grid))

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from litseg.runtime import kernels
-from litseg.runtime.focus import MAX_GAP_MM, MIN_SLICES_FOR_FOCUS, coarse_slices, find_focus
+from litseg.runtime.focus import (
+    BODY_MARGIN_PX,
+    MAX_GAP_MM,
+    MIN_SLICES_FOR_FOCUS,
+    FocusPart,
+    body_box,
+    coarse_slices,
+    find_focus,
+)
 from litseg.runtime.model import Model
 from litseg.runtime.pipeline import native_region, run_model
 from litseg.runtime.preprocess import preprocess, restore_labels
@@ -62,14 +70,14 @@ def test_no_liver_in_the_coarse_pass_means_no_full_pass(tumor_model: Path) -> No
 
 def test_short_series_are_not_focused() -> None:
     calls: list[int] = []
-    focus = find_focus(MIN_SLICES_FOR_FOCUS - 1, 1.0, (64, 64), lambda picks: calls.append(1) or np.zeros(1))  # type: ignore[func-returns-value]
+    focus = find_focus(MIN_SLICES_FOR_FOCUS - 1, 1.0, (64, 64), lambda picks, box: calls.append(1) or np.zeros(1))  # type: ignore[func-returns-value]
     assert focus.z_range == (0, MIN_SLICES_FOR_FOCUS - 1) and calls == []
 
 
 def _seen_in(*zones: tuple[int, int]):  # type: ignore[no-untyped-def]
     """A coarse pass that sees a 20 x 20 px blob on the slices inside any of ``zones``."""
 
-    def labels_of(picks: np.ndarray) -> np.ndarray:
+    def labels_of(picks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         labels = np.zeros((len(picks), 64, 64), np.uint8)
         for n, z in enumerate(picks):
             if any(lo <= z < hi for lo, hi in zones):
@@ -112,3 +120,39 @@ def test_native_region_covers_every_pixel_the_box_can_change(n_model: int, n_nat
         outside = np.ones(n_native, bool)
         outside[a:b] = False
         assert not full[0, outside].any()  # nothing but background outside the region
+
+
+def test_body_box_bounds_the_body_on_the_model_grid_with_air_around_it() -> None:
+    body = np.zeros((512, 400), np.bool_)  # canonical native pixels: 512 rows, 400 columns -> a 256 grid
+    body[100:301, 50:251] = True
+    # rows 100..300 -> grid 50..151, columns 50..250 -> 32..161; 16 px of air, aligned to 16
+    assert body_box(body, (256, 256)) == (32, 176, 16, 192)
+    assert BODY_MARGIN_PX == 16
+    assert body_box(np.zeros((8, 8), np.bool_), (256, 256)) is None
+    body[:] = True
+    assert body_box(body, (256, 256)) == (0, 256, 0, 256)
+
+
+def test_blocks_take_the_boxes_of_the_coarse_slices_around_them() -> None:
+    small, large, mid = (16, 48, 16, 48), (0, 64, 0, 64), (16, 64, 0, 48)
+    part = FocusPart(0, 100, large, ((10, small), (20, small), (30, mid), (40, large), (50, small), (60, small)))
+    assert part.block_box(0, 8) == small  # before the first seen slice: 10, and 20 beyond it
+    assert part.block_box(11, 19) == mid  # bracketed by 10 and 20; one more on either side: (none), 30
+    assert part.block_box(51, 59) == large  # bracketed by 50 and 60; one more on either side: 40 (large)
+    assert part.block_box(61, 69) == small  # after 60: 50 and 60 only, the large slice 40 is out of reach
+    assert part.block_box(90, 98) == small  # after the last seen slice: 60, and 50 before it
+    assert FocusPart(0, 10, large).block_box(0, 8) == large  # no per-slice boxes: the envelope
+
+
+def test_the_body_bounds_the_coarse_pass_and_every_box() -> None:
+    boxes: list[tuple[int, int, int, int]] = []
+
+    def labels_of(picks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        boxes.append(box)
+        labels = np.zeros((len(picks), 64, 64), np.uint8)
+        labels[(picks >= 100) & (picks < 200), 20:40, 2:22] = 1
+        return labels
+
+    focus = find_focus(300, 1.0, (64, 64), labels_of, lambda picks: (0, 64, 0, 48))
+    assert boxes == [(0, 64, 0, 48)]  # the coarse pass ran on the body's box
+    assert all(box[3] <= 48 for _, _, box in focus.blocks(8))  # no block reaches beyond the body
