@@ -4,6 +4,7 @@ The public API::
 
     segment(source, config=None, model=None, progress=None) -> SegmentationResult
     write_results(result, out_dir, formats=("seg", "nifti", "json")) -> dict[str, Path]
+    release_pixels(result) -> SegmentationResult  (without the HU: less memory while writing, no overlay)
     Segmenter(config=None, model=None)(source) -> SegmentationResult; .seg_dataset(result) -> SEG dataset
         (thread-safe, in memory: for embedding in a service; docs/embedding.md)
 
@@ -12,7 +13,7 @@ A DICOM node on top of this API is ``litseg.runtime.node`` (``litseg-serve``); t
 
 import logging
 
-from .api import RunConfig, SegmentationResult, default_model_path, segment, write_results
+from .api import RunConfig, SegmentationResult, default_model_path, release_pixels, segment, write_results
 from .errors import DeviceError, InputError, LitsegError, ModelError, OutputError
 from .model import Model, ModelInfo
 from .plausibility import Plausibility, PlausibilityWarning, assess
@@ -42,6 +43,7 @@ __all__ = [
     "assess",
     "default_model_path",
     "read_series",
+    "release_pixels",
     "segment",
     "write_results",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors, kernels
-from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, segment, write_results
+from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, release_pixels, segment, write_results
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 
@@ -199,6 +199,8 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         # Before any work: an --out that could touch the input, or that cannot be written, stops here.
         check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite if args.out else True)
         result = segment(args.series, config, progress=_ProgressBar(not args.quiet and sys.stderr.isatty()))
+        if "overlay" not in formats:  # only the overlay reads the HU again
+            result = release_pixels(result)
         out_dir = args.out or DEFAULT_OUT_ROOT / result.series.series_instance_uid
         paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
     except errors.LitsegError as exc:

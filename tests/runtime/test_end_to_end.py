@@ -12,13 +12,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from litseg.runtime import RunConfig, read_series, segment, write_results
+from litseg.runtime import Model, PreprocessSpec, RunConfig, read_series, release_pixels, segment, write_results
 from litseg.runtime.cli import main
 from litseg.runtime.errors import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OUTPUT, EXIT_USAGE
+from litseg.runtime.nifti import read_nifti
 from tests.factories import (
     LIVER_CENTER_LPS,
     TUMOR_CENTER_LPS,
     SeriesGeometry,
+    make_intensity_model,
     make_series,
     phantom_labels,
     write_series,
@@ -247,3 +249,19 @@ def test_mask_dicom_output_uses_the_seed_grey_levels_on_the_source_geometry(tmp_
     assert grey == {0, 63, 127}
     # the reader never mistakes the masks for a CT series
     assert read_series([*datasets, *(pydicom.dcmread(f) for f in files)]).volume.shape_zyx[0] == len(datasets)
+
+
+def test_release_pixels_keeps_everything_the_writers_need(tmp_path: Path) -> None:
+    # SEG, NIfTI, JSON and grey masks from a result without its HU equal those from the full result
+    series = make_series(SeriesGeometry(rows=48, columns=40, slices=6))
+    model = Model(make_intensity_model(tmp_path / "m.onnx", PreprocessSpec()), device="cpu")
+    result = segment(series, model=model)
+    light = release_pixels(result)
+    assert light.series.volume.array.strides == (0, 0, 0)  # no memory behind it
+    assert light.series.volume.shape_zyx == result.series.volume.shape_zyx
+    formats = ("seg", "nifti", "json", "mask-dicom")
+    full = write_results(result, tmp_path / "full", formats)
+    lean = write_results(light, tmp_path / "lean", formats)
+    a, b = pydicom.dcmread(full["seg"]), pydicom.dcmread(lean["seg"])
+    assert a.PixelData == b.PixelData and len(a.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 6
+    assert np.array_equal(read_nifti(full["nifti"]).array, read_nifti(lean["nifti"]).array)
