@@ -283,6 +283,9 @@ class Model:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The focus gives every block its own input shape; a memory pattern is planned and kept per shape
+        # (40 MB more peak on the CPU for no measurable speed: 1.54 s either way over six shapes).
+        options.enable_mem_pattern = False
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt models

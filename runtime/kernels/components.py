@@ -145,8 +145,9 @@ def relabel_components(
 
 
 @jit
-def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
-    # Reads each slice from a copy of it, so ``out`` may be ``labels`` itself (growth in place).
+def _grow_label_kernel(labels, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
+    # In place: each slice is read from a copy of it, and only grown voxels are written (pages of a fresh,
+    # mostly untouched label volume stay untouched: no resident memory for them).
     _, ny, nx = labels.shape
     r2 = radius_mm * radius_mm
     source = np.empty((ny, nx), dtype=np.uint8)
@@ -155,7 +156,6 @@ def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_m
         for j in range(ny):
             for i in range(nx):
                 source[j, i] = labels[k, j, i]
-                out[k, j, i] = source[j, i]
                 if source[j, i] == grow:
                     has_grow = True
         if not has_grow:  # most slices hold no tumor: nothing to search
@@ -177,7 +177,7 @@ def _grow_label_kernel(labels, out, into, grow, r_y, r_x, radius_mm, dy_mm, dx_m
                     if near:
                         break
                 if near:
-                    out[k, j, i] = grow
+                    labels[k, j, i] = grow
 
 
 def grow_label(
@@ -198,8 +198,8 @@ def grow_label(
     dy_mm, dx_mm = (float(v) for v in spacing_yx_mm)
     if not (dy_mm > 0 and dx_mm > 0 and radius_mm >= 0):
         raise ValueError(f"spacing_yx_mm must be > 0 and radius_mm >= 0; got {spacing_yx_mm}, {radius_mm}")
-    out = labels if in_place else np.empty_like(labels)
+    out = labels if in_place else labels.copy()
     r_y, r_x = int(radius_mm / dy_mm), int(radius_mm / dx_mm)
     args = (np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
-    over_slices(lambda z0, z1: _grow_label_kernel(labels, out, *args, z0, z1), labels.shape[0], labels[0].size)
+    over_slices(lambda z0, z1: _grow_label_kernel(out, *args, z0, z1), out.shape[0], out[0].size)
     return out
