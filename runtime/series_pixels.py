@@ -63,7 +63,7 @@ def hu_slice(ds: Dataset, out: npt.NDArray[np.generic]) -> None:
     if out.dtype == np.int16 and raw.dtype.type in kernels.STORED_DTYPES and raw.shape == out.shape:
         stored_padding = None if padding is None else int(padding)
         native = np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder("="))  # Explicit VR Big Endian: swapped
-        kernels.rescale_to_hu(native, out, int(slope), int(intercept), int(AIR_HU), stored_padding)
+        kernels.rescale_to_hu(native, out.view(np.int16), int(slope), int(intercept), int(AIR_HU), stored_padding)
         return
     hu: npt.NDArray[np.generic]  # a float rescale, or a dtype no CT decoder returns: numpy
     if out.dtype == np.int16:

@@ -48,5 +48,5 @@ def rescale_to_hu(
         )
     if raw.shape != out.shape or not (raw.flags.c_contiguous and out.flags.c_contiguous):
         raise ValueError(f"raw {raw.shape} and out {out.shape} must have one shape and be C-contiguous")
-    has_padding = padding is not None
-    _rescale_kernel(raw, out, int(slope), int(intercept), int(air), int(padding) if has_padding else 0, has_padding)
+    stored_padding = 0 if padding is None else int(padding)
+    _rescale_kernel(raw, out, int(slope), int(intercept), int(air), stored_padding, padding is not None)
