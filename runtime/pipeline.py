@@ -178,8 +178,10 @@ def run_model(
         focus = focus.with_box(full_box)
     clock.add("focus", time.perf_counter() - start)
     labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
-    # pipeline steps, each with its own box: the model runs each in calls of batch_size
-    batches = focus.blocks(max(CHUNK_SLICES, batch_size))
+    # Pipeline steps, each with its own box; the model runs each in calls of batch_size. On a GPU every new
+    # input shape costs a cuDNN algorithm search (TensorRT: an engine build), far more than a block's box
+    # saves: there a part keeps one box, one shape.
+    batches = focus.blocks(max(CHUNK_SLICES, batch_size), own_boxes=model.provider == "CPUExecutionProvider")
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
         ahead: Future[npt.NDArray[np.float32]] | None = None

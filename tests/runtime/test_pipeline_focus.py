@@ -13,6 +13,7 @@ from litseg.runtime.focus import (
     BODY_MARGIN_PX,
     MAX_GAP_MM,
     MIN_SLICES_FOR_FOCUS,
+    Focus,
     FocusPart,
     body_box,
     coarse_slices,
@@ -156,3 +157,11 @@ def test_the_body_bounds_the_coarse_pass_and_every_box() -> None:
     focus = find_focus(300, 1.0, (64, 64), labels_of, lambda picks: (0, 64, 0, 48))
     assert boxes == [(0, 64, 0, 48)]  # the coarse pass ran on the body's box
     assert all(box[3] <= 48 for _, _, box in focus.blocks(8))  # no block reaches beyond the body
+
+
+def test_blocks_can_keep_one_box_per_part() -> None:
+    # a GPU run: one input shape per part (each new shape would cost a cuDNN search or a TensorRT build)
+    part = FocusPart(0, 40, (0, 64, 0, 64), ((10, (16, 48, 16, 48)), (20, (0, 64, 0, 64)), (30, (16, 48, 16, 48))))
+    focus = Focus((part,))
+    assert {box for _, _, box in focus.blocks(8, own_boxes=False)} == {part.box_yx}
+    assert len({box for _, _, box in focus.blocks(8)}) == 2  # on the CPU the blocks' own boxes
