@@ -161,7 +161,8 @@ def test_the_body_bounds_the_coarse_pass_and_every_box() -> None:
 
 def test_blocks_can_keep_one_box_per_part() -> None:
     # a GPU run: one input shape per part (each new shape would cost a cuDNN search or a TensorRT build)
-    part = FocusPart(0, 40, (0, 64, 0, 64), ((10, (16, 48, 16, 48)), (20, (0, 64, 0, 64)), (30, (16, 48, 16, 48))))
+    small, large = (16, 48, 16, 48), (0, 64, 0, 64)
+    part = FocusPart(0, 80, large, ((10, small), (20, small), (30, small), (60, large), (70, large)))
     focus = Focus((part,))
     assert {box for _, _, box in focus.blocks(8, own_boxes=False)} == {part.box_yx}
     assert len({box for _, _, box in focus.blocks(8)}) == 2  # on the CPU the blocks' own boxes
