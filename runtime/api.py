@@ -132,16 +132,18 @@ class RunConfig:
 @dataclass(frozen=True)
 class FocusReport:
     """Where the full inference ran: canonical slice ranges with their model-grid boxes, the share of the full
-    work."""
+    work, and how many of the full pass' slices took the coarse pass' probabilities instead of a second run."""
 
     parts: tuple[FocusPart, ...]
     coarse_slices: int
     work_fraction: float
+    reused_coarse_slices: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "parts": [{"slices": [p.z0, p.z1], "box_yx": list(p.box_yx)} for p in self.parts],
             "coarse_slices": self.coarse_slices,
+            "reused_coarse_slices": self.reused_coarse_slices,
             "work_fraction": round(self.work_fraction, 4),
         }
 
@@ -263,7 +265,7 @@ def segment(
         plausibility = assess(labels, series.volume)
     for warning in plausibility.warnings:
         log.warning("plausibility: %s [%s]", warning.message, warning.code)
-    focus = FocusReport(run.focus.parts, len(run.focus.coarse), run.work_fraction)
+    focus = FocusReport(run.focus.parts, len(run.focus.coarse), run.work_fraction, run.reused_slices)
     return SegmentationResult(
         labels,
         series,

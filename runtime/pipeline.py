@@ -20,7 +20,16 @@ import numpy as np
 import numpy.typing as npt
 
 from . import kernels
-from .focus import BODY_HU, Box, Focus, body_box, everything, find_focus, work_fraction
+from .focus import (
+    BODY_HU,
+    MIN_FOREGROUND_PX,
+    Box,
+    Focus,
+    body_box,
+    everything,
+    find_focus,
+    work_fraction,
+)
 from .geometry import Reorientation, canonical_reorientation
 from .model import NO_TTA, Model
 from .preprocess import kernel_input
@@ -47,12 +56,13 @@ class StageClock:
 @dataclass(frozen=True)
 class ModelRun:
     """What the model stage returns: uint8 labels on the native grid, the focus, the share of the full model
-    work its blocks kept, and the stage clock."""
+    work its blocks kept, how many of their slices took the coarse pass' probabilities, and the stage clock."""
 
     labels: npt.NDArray[np.uint8]
     focus: Focus
     clock: StageClock
     work_fraction: float = 1.0
+    reused_slices: int = 0
 
 
 def native_region(box: tuple[int, int], n_model: int, n_native: int) -> tuple[int, int]:
@@ -75,6 +85,7 @@ class _Stages:
         self.flags = reorientation.flags
         self.clock = clock
         self.canonical_shape = reorientation.canonical_shape(volume.shape_zyx)
+        self.reused = 0  # full-pass slices whose coarse-pass probabilities were taken as they are
 
     def prepare(self, z0: int, z1: int) -> npt.NDArray[np.float32]:
         start = time.perf_counter()
@@ -119,6 +130,29 @@ class _Stages:
         full[:, :, y0:y1, x0:x1] = probs
         return full
 
+    def infer_block(
+        self,
+        image: npt.NDArray[np.float32],
+        first: int,
+        box: tuple[int, int, int, int],
+        shifts: tuple[tuple[int, int], ...],
+        batch_size: int,
+        known: dict[int, npt.NDArray[np.float32]],
+    ) -> npt.NDArray[np.float32]:
+        """:meth:`infer` of canonical slices ``first, first + 1, ...``, taking (and dropping) those in ``known``
+        as they are."""
+        reused = [k for k in range(len(image)) if first + k in known]
+        if not reused:
+            return self.infer(image, box, shifts, batch_size)
+        rest = [k for k in range(len(image)) if first + k not in known]
+        probs = np.empty((len(image), len(self.spec.class_names), *self.spec.target_shape_yx), dtype=np.float32)
+        if rest:
+            probs[rest] = self.infer(np.ascontiguousarray(image[rest]), box, shifts, batch_size)
+        for k in reused:
+            probs[k] = known.pop(first + k)
+        self.reused += len(reused)
+        return probs
+
     def restore(
         self, probs: npt.NDArray[np.float32], out: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
     ) -> None:
@@ -162,16 +196,22 @@ def run_model(
     grid = model.spec.target_shape_yx
     full_box = (0, grid[0], 0, grid[1])
     start = time.perf_counter()
+    # The coarse pass' probabilities of slices where it saw liver, kept for the full pass to take as they are
+    # when it runs one unshifted pass too: those slices need no second inference (a quarter of the full
+    # pass' slices on a 2.5 mm series, where every 4th slice is a coarse one).
+    known: dict[int, npt.NDArray[np.float32]] = {}
+
+    def coarse_labels(picks: npt.NDArray[np.int64], box: Box) -> npt.NDArray[np.uint8]:
+        probs = stages.infer(stages.prepare_slices(picks), box, NO_TTA, batch_size)
+        labels = np.argmax(probs, axis=1).astype(np.uint8)
+        if shifts == NO_TTA:
+            for k in np.flatnonzero((labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX):
+                known[int(picks[k])] = probs[k].copy()
+        return labels
+
     if use_focus:
-        focus = find_focus(
-            nz,
-            volume.spacing_mm[2],
-            grid,
-            lambda picks, box: np.argmax(
-                stages.infer(stages.prepare_slices(picks), box, NO_TTA, batch_size), axis=1
-            ).astype(np.uint8),
-            stages.body if model.any_size else None,
-        )
+        body_of = stages.body if model.any_size else None
+        focus = find_focus(nz, volume.spacing_mm[2], grid, coarse_labels, body_of)
     else:
         focus = everything(nz, grid)
     if not model.any_size:  # the graph takes the whole grid only: keep the slices, drop the box
@@ -192,7 +232,7 @@ def run_model(
             assert ahead is not None  # submitted for every batch before its turn
             image = ahead.result()
             ahead = pool.submit(stages.prepare, *batches[n + 1][:2]) if n + 1 < len(batches) else None
-            probs = stages.infer(image, box, shifts, batch_size)
+            probs = stages.infer_block(image, a, box, shifts, batch_size, known)
             if behind is not None:
                 behind.result()
             behind = pool.submit(stages.restore, probs, labels[a:b], box)
@@ -202,4 +242,4 @@ def run_model(
         if behind is not None:
             behind.result()
     native_labels = np.asarray(reorientation.inverse().apply_array(labels), dtype=np.uint8)
-    return ModelRun(native_labels, focus, clock, work_fraction(batches, nz, grid))
+    return ModelRun(native_labels, focus, clock, work_fraction(batches, nz, grid), stages.reused)

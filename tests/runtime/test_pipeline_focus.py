@@ -56,8 +56,12 @@ def test_focus_keeps_every_liver_slice_and_pixel(tmp_path: Path) -> None:
     assert 0 < z0 <= liver_slices[0] and liver_slices[-1] < z1 < 40  # slices without liver were skipped
     y0, y1, x0, x1 = focused.focus.box_yx
     assert (y1 - y0) * (x1 - x0) < 0.8 * 256 * 256  # and so was part of the grid
-    # a pointwise model sees the same pixels either way: the labels are identical
+    # a pointwise model sees the same pixels either way: the labels are identical, also where the full pass
+    # took the coarse pass' probabilities instead of running a slice again
     np.testing.assert_array_equal(focused.labels, everything.labels)
+    assert 0 < focused.reused_slices < focused.focus.slices
+    shifted = run_model(volume, model, batch_size=4, shifts=((0, 0), (0, 8)), use_focus=True)
+    assert shifted.reused_slices == 0  # test-time shifts: the coarse pass (one unshifted pass) is not the same
     assert focused.labels.any()
 
 
