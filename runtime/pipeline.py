@@ -203,7 +203,7 @@ def run_model(
 
     def coarse_labels(picks: npt.NDArray[np.int64], box: Box) -> npt.NDArray[np.uint8]:
         probs = stages.infer(stages.prepare_slices(picks), box, NO_TTA, batch_size)
-        labels = np.argmax(probs, axis=1).astype(np.uint8)
+        labels: npt.NDArray[np.uint8] = np.argmax(probs, axis=1).astype(np.uint8)
         if shifts == NO_TTA:
             for k in np.flatnonzero((labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX):
                 known[int(picks[k])] = probs[k].copy()
