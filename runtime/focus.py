@@ -122,11 +122,10 @@ class Focus:
         """The same slices, every part and block with ``box_yx``."""
         return Focus(tuple(FocusPart(p.z0, p.z1, box_yx) for p in self.parts), self.coarse)
 
-    def blocks(self, size: int, own_boxes: bool = True) -> list[tuple[int, int, Box]]:
-        """The full pass' steps: each part cut into blocks of up to ``size`` slices, each with its own box
-        (``own_boxes=False``: the part's envelope, so that a part has one input shape)."""
+    def blocks(self, size: int) -> list[tuple[int, int, Box]]:
+        """The full pass' steps: each part cut into blocks of up to ``size`` slices, each with its box."""
         return [
-            (a, min(a + size, p.z1), p.block_box(a, min(a + size, p.z1)) if own_boxes else p.box_yx)
+            (a, min(a + size, p.z1), p.block_box(a, min(a + size, p.z1)))
             for p in self.parts
             for a in range(p.z0, p.z1, size)
         ]

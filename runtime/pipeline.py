@@ -209,19 +209,19 @@ def run_model(
                 known[int(picks[k])] = probs[k].copy()
         return labels
 
+    # The whole grid, always, where the graph takes nothing else, and on a GPU: there every new input shape
+    # costs a cuDNN algorithm search (TensorRT: an engine build), far more than a box saves, so every call
+    # is (batch_size, 1, 256, 256) and nothing is planned twice. The focus keeps its slices.
+    whole_grid = not model.any_size or model.provider != "CPUExecutionProvider"
     if use_focus:
-        body_of = stages.body if model.any_size else None
-        focus = find_focus(nz, volume.spacing_mm[2], grid, coarse_labels, body_of)
+        focus = find_focus(nz, volume.spacing_mm[2], grid, coarse_labels, None if whole_grid else stages.body)
     else:
         focus = everything(nz, grid)
-    if not model.any_size:  # the graph takes the whole grid only: keep the slices, drop the box
+    if whole_grid:
         focus = focus.with_box(full_box)
     clock.add("focus", time.perf_counter() - start)
     labels = np.zeros(stages.canonical_shape, dtype=np.uint8)
-    # Pipeline steps, each with its own box; the model runs each in calls of batch_size. On a GPU every new
-    # input shape costs a cuDNN algorithm search (TensorRT: an engine build), far more than a block's box
-    # saves: there a part keeps one box, one shape.
-    batches = focus.blocks(max(CHUNK_SLICES, batch_size), own_boxes=model.provider == "CPUExecutionProvider")
+    batches = focus.blocks(max(CHUNK_SLICES, batch_size))  # pipeline steps, run in calls of batch_size
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="litseg-pipeline") as pool:
         ahead: Future[npt.NDArray[np.float32]] | None = None

@@ -13,7 +13,6 @@ from litseg.runtime.focus import (
     BODY_MARGIN_PX,
     MAX_GAP_MM,
     MIN_SLICES_FOR_FOCUS,
-    Focus,
     FocusPart,
     body_box,
     coarse_slices,
@@ -163,10 +162,16 @@ def test_the_body_bounds_the_coarse_pass_and_every_box() -> None:
     assert all(box[3] <= 48 for _, _, box in focus.blocks(8))  # no block reaches beyond the body
 
 
-def test_blocks_can_keep_one_box_per_part() -> None:
-    # a GPU run: one input shape per part (each new shape would cost a cuDNN search or a TensorRT build)
-    small, large = (16, 48, 16, 48), (0, 64, 0, 64)
-    part = FocusPart(0, 80, large, ((10, small), (20, small), (30, small), (60, large), (70, large)))
-    focus = Focus((part,))
-    assert {box for _, _, box in focus.blocks(8, own_boxes=False)} == {part.box_yx}
-    assert len({box for _, _, box in focus.blocks(8)}) == 2  # on the CPU the blocks' own boxes
+def test_on_a_gpu_every_call_sees_the_whole_grid(tmp_path: Path) -> None:
+    # one input shape per run on a GPU (each new shape there costs a cuDNN search or a TensorRT build); the
+    # provider is the only thing that differs, so a CPU session stands in for the GPU one
+    volume = read_series(make_series(SeriesGeometry(**TALL))).volume  # type: ignore[arg-type]
+    model = Model(make_intensity_model(tmp_path / "m.onnx", PreprocessSpec()), device="cpu")
+    shapes: list[tuple[int, ...]] = []
+    predict = model.predict
+    model.predict = lambda batch: shapes.append(batch.shape) or predict(batch)  # type: ignore[method-assign]
+    model.provider = "CUDAExecutionProvider"
+    run = run_model(volume, model, batch_size=4, use_focus=True)
+    assert set(shapes) == {(4, 1, 256, 256)}  # short batches padded, no box
+    assert {box for _, _, box in run.focus.blocks(8)} == {(0, 256, 0, 256)}
+    assert 0 < run.focus.slices < 40  # the focus still skipped slices
