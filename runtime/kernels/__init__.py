@@ -74,14 +74,14 @@ def warmup() -> float:
     not pay for compilation.
     """
     start = time.perf_counter()
-    resample_slices(np.zeros((1, 4, 4), np.float32), (2, 2))
     resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
     for stored in (np.uint16, np.int16):  # what CT decoders return
         rescale_to_hu(np.zeros((2, 2), stored), np.zeros((2, 2), np.int16), 1, -1024, -1024, None)
     for dtype in (np.int16, np.float32):
-        preprocess_slices(np.zeros((1, 4, 4), dtype), (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
+        hu = np.zeros((1, 4, 4), dtype)
+        hu.flags.writeable = False  # as a run passes it: a Volume's array (numba compiles per writability)
+        preprocess_slices(hu, (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
     box = np.zeros((2, 3, 3), np.uint8)[:, 1:, 1:]  # post-processing works on views (a bounding box)
     relabel_components(box, find_components(box, (1, 255), 1), np.full(1, 255, np.uint8))
     grow_label(box, 2, 1, 1.0, (1.0, 1.0), in_place=True)
-    grow_label(np.zeros((1, 2, 2), np.uint8), 2, 1, 1.0, (1.0, 1.0))
     return time.perf_counter() - start

@@ -124,7 +124,13 @@ def find_components(labels: npt.NDArray[np.uint8], value_range: tuple[int, int],
     _require_labels(labels)
     lo, hi = (int(v) for v in value_range)
     none_i32, none_u8 = np.zeros(0, np.int32), np.zeros(0, np.uint8)
-    data = labels if labels.flags.writeable else labels.copy()  # the scan is typed for writable arrays
+    data = labels
+    if not labels.flags.writeable:
+        # The scan is typed for writable arrays, and the post-processing passes strided views (a box of the
+        # volume): copy into one too, so that a fresh install compiles the kernel once, not twice (2 s each).
+        z, y, x = labels.shape
+        data = np.empty((z, y, x + 1), dtype=np.uint8)[:, :, :x]
+        data[...] = labels
     count, final, sizes, hits = _component_scan(data, np.uint8(lo), np.uint8(hi), np.uint8(counted), none_i32, none_u8)
     return Components(int(count), sizes, hits, final, (lo, hi))
 

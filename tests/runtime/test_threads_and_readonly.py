@@ -87,3 +87,25 @@ def test_read_only_install_without_a_writable_home_still_runs(tmp_path: Path, se
         pytest.skip(f"mount namespaces are not allowed here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out" / "segmentation.dcm").is_file()
+
+
+def test_after_warmup_a_run_compiles_nothing(tmp_path: Path, series: Path) -> None:
+    """``litseg-run --warmup`` (a container image's build step) compiles every kernel signature a run uses,
+    read-only arrays included (numba compiles per writability): the run after it adds nothing to the cache."""
+    cache = tmp_path / "numba-cache"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    cli = [sys.executable, "-m", "litseg.runtime.cli"]
+    warm = subprocess.run([*cli, "--warmup"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    compiled = sorted(p.name for p in cache.rglob("*.nbc"))
+    assert compiled
+    proc = subprocess.run(
+        [*cli, str(series), "--out", str(tmp_path / "out"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in cache.rglob("*.nbc")) == compiled
