@@ -23,6 +23,7 @@ from . import kernels
 from .focus import (
     BODY_HU,
     MIN_FOREGROUND_PX,
+    MIN_SLICES_FOR_FOCUS,
     Box,
     Focus,
     body_box,
@@ -202,7 +203,9 @@ def run_model(
     known: dict[int, npt.NDArray[np.float32]] = {}
 
     def coarse_labels(picks: npt.NDArray[np.int64], box: Box) -> npt.NDArray[np.uint8]:
-        probs = stages.infer(stages.prepare_slices(picks), box, NO_TTA, batch_size)
+        images = stages.prepare_slices(picks)
+        kernels.warm_in_background()  # the later stages' kernels compile while the coarse pass runs
+        probs = stages.infer(images, box, NO_TTA, batch_size)
         labels: npt.NDArray[np.uint8] = np.argmax(probs, axis=1).astype(np.uint8)
         if shifts == NO_TTA:
             for k in np.flatnonzero((labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX):
@@ -213,6 +216,8 @@ def run_model(
     # costs a cuDNN algorithm search (TensorRT: an engine build), far more than a box saves, so every call
     # is (batch_size, 1, 256, 256) and nothing is planned twice. The focus keeps its slices.
     whole_grid = not model.any_size or model.provider != "CPUExecutionProvider"
+    if not use_focus or nz < MIN_SLICES_FOR_FOCUS:  # no coarse pass: warm them beside the full pass
+        kernels.warm_in_background()
     if use_focus:
         focus = find_focus(nz, volume.spacing_mm[2], grid, coarse_labels, None if whole_grid else stages.body)
     else:

@@ -22,6 +22,8 @@ down-sampled CT does not alias its noise.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import numpy as np
@@ -44,6 +46,8 @@ from .resample import (
 from .rescale import STORED_DTYPES, rescale_to_hu
 from .threads import MIN_PARALLEL_VOXELS, jit, over_slices, require, worker_threads
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "MIN_PARALLEL_VOXELS",
     "REORIENT_DTYPES",
@@ -61,6 +65,7 @@ __all__ = [
     "resample_slices",
     "resample_weights",
     "rescale_to_hu",
+    "warm_in_background",
     "warmup",
     "window",
     "worker_threads",
@@ -74,14 +79,36 @@ def warmup() -> float:
     not pay for compilation.
     """
     start = time.perf_counter()
-    resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
     for stored in (np.uint16, np.int16):  # what CT decoders return
         rescale_to_hu(np.zeros((2, 2), stored), np.zeros((2, 2), np.int16), 1, -1024, -1024, None)
     for dtype in (np.int16, np.float32):
         hu = np.zeros((1, 4, 4), dtype)
         hu.flags.writeable = False  # as a run passes it: a Volume's array (numba compiles per writability)
         preprocess_slices(hu, (False, False, False, False), (2, 2), (0.0, 1.0), -1024.0)
+    _warm_after_inference()
+    return time.perf_counter() - start
+
+
+def _warm_after_inference() -> None:
+    resample_argmax(np.zeros((1, 2, 4, 4), np.float32), (2, 2))
     box = np.zeros((2, 3, 3), np.uint8)[:, 1:, 1:]  # post-processing works on views (a bounding box)
     relabel_components(box, find_components(box, (1, 255), 1), np.full(1, 255, np.uint8))
     grow_label(box, 2, 1, 1.0, (1.0, 1.0), in_place=True)
-    return time.perf_counter() - start
+
+
+def warm_in_background() -> None:
+    """Compile (or load) the kernels that map labels back and post-process them on a daemon thread.
+
+    A run calls it once its preprocessing kernel is ready: on a fresh install, or in a read-only container
+    that compiles in every process, these kernels (4 s on 2 cores) then compile while onnxruntime runs the
+    model, outside the GIL, instead of after it. Where they are compiled already it costs a few
+    milliseconds; a kernel called while it compiles waits for numba's compiler lock, then runs.
+    """
+
+    def run() -> None:
+        try:
+            _warm_after_inference()
+        except Exception as exc:  # never fatal: the stage that needs a kernel compiles it itself
+            log.debug("background compilation failed: %s", exc)
+
+    threading.Thread(target=run, name="litseg-warm", daemon=True).start()
