@@ -70,11 +70,6 @@ class FocusPart:
     box_yx: Box
     seen: tuple[tuple[int, Box], ...] = ()
 
-    @property
-    def area(self) -> int:
-        y0, y1, x0, x1 = self.box_yx
-        return (y1 - y0) * (x1 - x0)
-
     def block_box(self, a: int, b: int) -> Box:
         """The box for slices ``[a, b)`` of this part: the boxes of the seen coarse slices that bracket the
         block, and one more on either side (the envelope when the part has no per-slice boxes)."""
@@ -113,10 +108,7 @@ class Focus:
     @property
     def box_yx(self) -> tuple[int, int, int, int]:
         """The box that holds every part's box (``(0, 0, 0, 0)`` when empty)."""
-        if not self.parts:
-            return (0, 0, 0, 0)
-        boxes = np.array([p.box_yx for p in self.parts])
-        return (int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max()))
+        return _union([p.box_yx for p in self.parts]) if self.parts else (0, 0, 0, 0)
 
     def with_box(self, box_yx: Box) -> Focus:
         """The same slices, every part and block with ``box_yx``."""

@@ -83,6 +83,7 @@ class _Stages:
         self.native = kernel_input(volume)
         self.model = model
         self.spec = model.spec
+        self.reorientation = reorientation
         self.flags = reorientation.flags
         self.clock = clock
         self.canonical_shape = reorientation.canonical_shape(volume.shape_zyx)
@@ -101,14 +102,11 @@ class _Stages:
 
     def body(self, slices: npt.NDArray[np.int64]) -> Box | None:
         """The body's box on the model grid over the given canonical slices (:func:`~.focus.body_box`)."""
-        transpose, flip_z, flip_y, flip_x = self.flags
         nz = self.native.shape[0]
-        seen = np.zeros(self.native.shape[1:], dtype=np.bool_)
+        seen = np.zeros((1, *self.native.shape[1:]), dtype=np.uint8)
         for z in slices:
-            seen |= self.native[nz - 1 - int(z) if flip_z else int(z)] > BODY_HU
-        canonical = seen.T if transpose else seen  # transpose first, then the flips (Reorientation)
-        canonical = canonical[:: -1 if flip_y else 1, :: -1 if flip_x else 1]
-        return body_box(canonical, self.spec.target_shape_yx)
+            seen[0] |= self.native[nz - 1 - int(z) if self.reorientation.flip_z else int(z)] > BODY_HU
+        return body_box(self.reorientation.apply_array(seen)[0] > 0, self.spec.target_shape_yx)
 
     def infer(
         self,
