@@ -214,8 +214,7 @@ def run_model(
     # costs a cuDNN algorithm search (TensorRT: an engine build), far more than a box saves, so every call
     # is (batch_size, 1, 256, 256) and nothing is planned twice. The focus keeps its slices.
     whole_grid = not model.any_size or model.provider != "CPUExecutionProvider"
-    if not use_focus or nz < MIN_SLICES_FOR_FOCUS:  # no coarse pass: warm them beside the full pass
-        kernels.warm_in_background()
+    coarse_pass = use_focus and nz >= MIN_SLICES_FOR_FOCUS
     if use_focus:
         focus = find_focus(nz, volume.spacing_mm[2], grid, coarse_labels, None if whole_grid else stages.body)
     else:
@@ -234,6 +233,8 @@ def run_model(
         for n, (a, b, box) in enumerate(batches):
             assert ahead is not None  # submitted for every batch before its turn
             image = ahead.result()
+            if n == 0 and not coarse_pass:  # no coarse pass: the later kernels compile beside the full pass
+                kernels.warm_in_background()  # (after the preprocessing kernel: one compiler lock for both)
             ahead = pool.submit(stages.prepare, *batches[n + 1][:2]) if n + 1 < len(batches) else None
             probs = stages.infer_block(image, a, box, shifts, batch_size, known)
             if behind is not None:

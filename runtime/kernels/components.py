@@ -16,16 +16,16 @@ from .threads import jit, over_slices, require
 # two slices only (the voxel's own and the previous one: all that 6-connectivity looks back at), so a filter
 # needs no volume of int32 labels (450 MB for a 432-slice series). Pass one counts each component's voxels
 # and the voxels of one label in it; pass two replays the identical scan (the same provisional labels in the
-# same order) and writes each component's new value in place. One function, no jitted helpers: each costs
-# its own type inference, and this kernel compiles on every fresh install.
+# same order) and writes each component's new value in place.
+# Compile time matters as much as run time here (every fresh install compiles it): the kernel allocates
+# nothing and calls no numpy function, whose overloads numba would type and compile first (2.3 s -> 0.8 s);
+# the caller passes the scratch arrays and calls again with larger ones when the labels outgrow them.
 @jit
-def _component_scan(labels, lo, hi, stat_label, final, action):  # type: ignore[no-untyped-def]
+def _component_scan(labels, lo, hi, stat_label, scratch, final, action, apply):  # type: ignore[no-untyped-def]
+    # scratch: rows (2, ny, nx) int32, parent / size / hits of the provisional labels (int64, one length).
+    # Returns the number of provisional labels, or -1 when they outgrow ``parent``.
+    rows, parent, size, hits = scratch
     nz, ny, nx = labels.shape
-    rows = np.zeros((2, ny, nx), dtype=np.int32)
-    parent = np.empty(4096, dtype=np.int32)
-    size = np.zeros(4096, dtype=np.int64)
-    hits = np.zeros(4096, dtype=np.int64)
-    apply = final.size > 0
     parent[0] = 0
     n = 0
     for z in range(nz):
@@ -61,11 +61,11 @@ def _component_scan(labels, lo, hi, stat_label, final, action):  # type: ignore[
                         parent[root] = best
                 if best == 0:
                     n += 1
-                    if n == parent.size:  # more provisional labels than room: double it
-                        parent = np.concatenate((parent, np.empty(n, dtype=np.int32)))
-                        size = np.concatenate((size, np.zeros(n, dtype=np.int64)))
-                        hits = np.concatenate((hits, np.zeros(n, dtype=np.int64)))
+                    if n == parent.size:
+                        return -1
                     parent[n] = n
+                    size[n] = 0
+                    hits[n] = 0
                     best = n
                 cur[y, x] = best
                 if apply:
@@ -76,26 +76,43 @@ def _component_scan(labels, lo, hi, stat_label, final, action):  # type: ignore[
                     size[best] += 1
                     if v == stat_label:
                         hits[best] += 1
-    if apply:
-        return 0, final, size[:0], hits[:0]
-    # components numbered by first appearance (a set's root is its smallest provisional label)
-    final = np.zeros(n + 1, dtype=np.int32)
-    count = 0
-    for a in range(1, n + 1):
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        if root == a:
-            count += 1
-            final[a] = count
-        else:
-            final[a] = final[root]
-    sizes = np.zeros(count + 1, dtype=np.int64)
-    counted = np.zeros(count + 1, dtype=np.int64)
-    for a in range(1, n + 1):
-        sizes[final[a]] += size[a]
-        counted[final[a]] += hits[a]
-    return count, final, sizes, counted
+    if not apply:  # components numbered by first appearance (a set's root is its smallest provisional label)
+        final[0] = 0
+        count = 0
+        for a in range(1, n + 1):
+            root = a
+            while parent[root] != root:
+                root = parent[root]
+            if root == a:
+                count += 1
+                final[a] = count
+            else:
+                final[a] = final[root]
+    return n
+
+
+def _scan(
+    labels: npt.NDArray[np.uint8],
+    value_range: tuple[int, int],
+    counted: int,
+    final: npt.NDArray[np.int64],
+    action: npt.NDArray[np.uint8] | None,
+) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Run :func:`_component_scan` with room for ``final.size`` provisional labels (``action`` given: the
+    replay, which reads ``final``), doubling the room until they fit; returns their number, each one's
+    component, size and counted voxels."""
+    lo, hi = (np.uint8(v) for v in value_range)
+    ny, nx = labels.shape[1:]
+    capacity = max(final.size, 4096)
+    while True:
+        rows = np.zeros((2, ny, nx), dtype=np.int32)
+        scratch = (rows, np.empty(capacity, np.int64), np.empty(capacity, np.int64), np.empty(capacity, np.int64))
+        out = final if action is not None else np.empty(capacity, np.int64)
+        replay = action if action is not None else np.zeros(0, np.uint8)
+        n = _component_scan(labels, lo, hi, np.uint8(counted), scratch, out, replay, action is not None)
+        if n >= 0:
+            return int(n), out, scratch[2], scratch[3]
+        capacity *= 2
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,7 @@ class Components:
     count: int
     sizes: npt.NDArray[np.int64]
     hits: npt.NDArray[np.int64]
-    provisional: npt.NDArray[np.int32]
+    provisional: npt.NDArray[np.int64]
     value_range: tuple[int, int]
 
 
@@ -123,16 +140,21 @@ def find_components(labels: npt.NDArray[np.uint8], value_range: tuple[int, int],
     Memory: two slices of int32, whatever the volume."""
     _require_labels(labels)
     lo, hi = (int(v) for v in value_range)
-    none_i32, none_u8 = np.zeros(0, np.int32), np.zeros(0, np.uint8)
     data = labels
     if not labels.flags.writeable:
         # The scan is typed for writable arrays, and the post-processing passes strided views (a box of the
-        # volume): copy into one too, so that a fresh install compiles the kernel once, not twice (2 s each).
+        # volume): copy into one too, so that a fresh install compiles the kernel once, not twice.
         z, y, x = labels.shape
         data = np.empty((z, y, x + 1), dtype=np.uint8)[:, :, :x]
         data[...] = labels
-    count, final, sizes, hits = _component_scan(data, np.uint8(lo), np.uint8(hi), np.uint8(counted), none_i32, none_u8)
-    return Components(int(count), sizes, hits, final, (lo, hi))
+    n, final, size, hits = _scan(data, (lo, hi), counted, np.empty(0, np.int64), None)
+    provisional = final[: n + 1].copy()
+    count = int(provisional.max(initial=0))
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    counted_voxels = np.zeros(count + 1, dtype=np.int64)
+    np.add.at(sizes, provisional[1:], size[1 : n + 1])
+    np.add.at(counted_voxels, provisional[1:], hits[1 : n + 1])
+    return Components(count, sizes, counted_voxels, provisional, (lo, hi))
 
 
 def relabel_components(
@@ -144,19 +166,21 @@ def relabel_components(
     _require_labels(labels)
     if new_values.dtype != np.uint8 or new_values.shape != (components.count + 1,):
         raise ValueError(f"new_values must be uint8 of {components.count + 1} entries; got {new_values.shape}")
-    lo, hi = components.value_range
     if not labels.flags.writeable:
         raise ValueError("labels must be writable: they are relabelled in place")
-    _component_scan(labels, np.uint8(lo), np.uint8(hi), np.uint8(0), components.provisional, new_values)
+    # room for one more provisional label than the first scan made: the replay makes the same ones
+    final = np.zeros(components.provisional.size + 1, dtype=np.int64)
+    final[: components.provisional.size] = components.provisional
+    _scan(labels, components.value_range, 0, final, new_values)
 
 
 @jit
-def _grow_label_kernel(labels, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
-    # In place: each slice is read from a copy of it, and only grown voxels are written (pages of a fresh,
-    # mostly untouched label volume stay untouched: no resident memory for them).
+def _grow_label_kernel(labels, source, into, grow, r_y, r_x, radius_mm, dy_mm, dx_mm, z0, z1):  # type: ignore[no-untyped-def]
+    # In place: each slice is read from a copy of it (``source``, one slice of scratch), and only grown
+    # voxels are written (pages of a fresh, mostly untouched label volume stay untouched: no resident memory
+    # for them).
     _, ny, nx = labels.shape
     r2 = radius_mm * radius_mm
-    source = np.empty((ny, nx), dtype=np.uint8)
     for k in range(z0, z1):
         has_grow = False
         for j in range(ny):
@@ -207,5 +231,9 @@ def grow_label(
     out = labels if in_place else labels.copy()
     r_y, r_x = int(radius_mm / dy_mm), int(radius_mm / dx_mm)
     args = (np.uint8(into), np.uint8(grow), r_y, r_x, float(radius_mm), dy_mm, dx_mm)
-    over_slices(lambda z0, z1: _grow_label_kernel(out, *args, z0, z1), out.shape[0], out[0].size)
+    over_slices(
+        lambda z0, z1: _grow_label_kernel(out, np.empty(out.shape[1:], np.uint8), *args, z0, z1),
+        out.shape[0],
+        out[0].size,
+    )
     return out

@@ -119,18 +119,24 @@ def _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x):  # type: ignore[
         out[o] = acc
 
 
+def _row_scratch(nx_in: int, nx: int) -> tuple[npt.NDArray[np.float32], ...]:
+    """One thread's scratch for the resampling kernels: a row of vertical sums and :func:`_horizontal`'s
+    even and odd samples (zero-padded). The kernels allocate nothing themselves: a numpy call in a kernel
+    costs its overload's compilation on every fresh install."""
+    return np.empty(nx_in, np.float32), np.zeros(nx + 1, np.float32), np.zeros(nx + 1, np.float32)
+
+
 @jit
-def _resample_kernel(src, dst, ys, yw, yn, xs, xw, xn, half, z0, z1):  # type: ignore[no-untyped-def]
+def _resample_kernel(src, dst, ys, yw, yn, xs, xw, xn, half, scratch, z0, z1):  # type: ignore[no-untyped-def]
     # Rows first: an output row is a weighted sum of whole input rows (contiguous, so the inner loop is
     # vectorised), then each output pixel of that row a few taps along it (in L1 cache).
+    row, even, odd = scratch
     nx_in = src.shape[2]
-    _, ny, nx = dst.shape
-    row = np.empty(nx_in, dtype=np.float32)
-    even = np.zeros(nx + 1, dtype=np.float32)
-    odd = np.zeros(nx + 1, dtype=np.float32)
+    ny = dst.shape[1]
     for z in range(z0, z1):
         for o in range(ny):
-            row[:] = 0.0
+            for x in range(nx_in):
+                row[x] = 0.0
             for t in range(yn[o]):
                 w = yw[o, t]
                 r = ys[o] + t
@@ -148,7 +154,9 @@ def resample_slices(array: npt.NDArray[np.generic], shape_yx: tuple[int, int]) -
     half = _half_taps(array.shape[2], nx)
     out = np.empty((array.shape[0], ny, nx), dtype=np.float32)
     over_slices(
-        lambda z0, z1: _resample_kernel(array, out, ys, yw, yn, xs, xw, xn, half, z0, z1),
+        lambda z0, z1: _resample_kernel(
+            array, out, ys, yw, yn, xs, xw, xn, half, _row_scratch(array.shape[2], nx), z0, z1
+        ),
         array.shape[0],
         array[0].size + ny * nx,
     )
@@ -156,20 +164,20 @@ def resample_slices(array: npt.NDArray[np.generic], shape_yx: tuple[int, int]) -
 
 
 @jit
-def _resample_argmax_kernel(probs, dst, ys, yw, yn, xs, xw, xn, b0, b1, region):  # type: ignore[no-untyped-def]
+def _resample_argmax_kernel(probs, dst, ys, yw, yn, xs, xw, xn, scratch, b0, b1, region):  # type: ignore[no-untyped-def]
     # argmax(interpolated probabilities) with a shortcut that gives the same labels: where every input
     # pixel an output pixel's taps reach has the same argmax c, the interpolation (a convex combination with
     # positive weights) keeps c the largest, ties included (lower index first, as np.argmax). So only
     # output pixels near a label boundary on the model grid are interpolated.
-    _, nc, _, nx_in = probs.shape
+    # scratch: the model-grid labels (h, w); per input column the label all of a row's taps agree on, or 255
+    # (w); the vertical interpolation of one output row (c, w)
+    labels, same, rows = scratch
+    nc = probs.shape[1]
     oy0, oy1, ox0, ox1 = region[0], region[1], region[2], region[3]
     cx0 = xs[ox0]  # input columns and rows the region's taps reach
     cx1 = xs[ox1 - 1] + xn[ox1 - 1]
     ry0 = ys[oy0]
     ry1 = ys[oy1 - 1] + yn[oy1 - 1]
-    labels = np.empty((ry1 - ry0, nx_in), dtype=np.uint8)
-    same = np.empty(nx_in, dtype=np.uint8)  # per input column: the label all of a row's taps agree on, or 255
-    rows = np.empty((nc, nx_in), dtype=np.float32)
     for b in range(b0, b1):
         for y in range(ry0, ry1):
             for x in range(cx0, cx1):
@@ -179,14 +187,14 @@ def _resample_argmax_kernel(probs, dst, ys, yw, yn, xs, xw, xn, b0, b1, region):
                     if probs[b, c, y, x] > best:
                         best = probs[b, c, y, x]
                         label = c
-                labels[y - ry0, x] = label
+                labels[y, x] = label
         for o in range(oy0, oy1):
             s = ys[o]
             n = yn[o]
             for x in range(cx0, cx1):
-                label = labels[s - ry0, x]
+                label = labels[s, x]
                 for t in range(1, n):
-                    if labels[s + t - ry0, x] != label:
+                    if labels[s + t, x] != label:
                         label = 255
                 same[x] = label
             interpolated = False
@@ -252,8 +260,14 @@ def resample_argmax(
     xs, xw, xn = _taps(probs.shape[3], nx)
     region = np.array([y0, y1, x0, x1], dtype=np.int64)
     target = out
+    _, nc, h, w = probs.shape
+
+    def run(b0: int, b1: int) -> None:
+        scratch = (np.empty((h, w), np.uint8), np.empty(w, np.uint8), np.empty((nc, w), np.float32))
+        _resample_argmax_kernel(probs, target, ys, yw, yn, xs, xw, xn, scratch, b0, b1, region)
+
     over_slices(
-        lambda b0, b1: _resample_argmax_kernel(probs, target, ys, yw, yn, xs, xw, xn, b0, b1, region),
+        run,
         probs.shape[0],
         probs[0].size + (y1 - y0) * (x1 - x0) * probs.shape[1],
     )
@@ -275,7 +289,7 @@ def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> np
 
 # ----- fused preprocessing -------------------------------------------------------------------------
 @jit
-def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, base, z0, z1):  # type: ignore[no-untyped-def]
+def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, scratch, base, z0, z1):  # type: ignore[no-untyped-def]
     # dst[z] = window(resample(clamp(canonical slice z))), where canonical slice z is read from the native
     # array through the reorientation (transpose first, then flips): no reoriented copy. As
     # _resample_kernel: a canonical output row sums whole native rows (or, transposed, columns) in native
@@ -288,9 +302,7 @@ def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, ba
     ny_c = src.shape[2] if transpose else src.shape[1]
     nx_c = src.shape[1] if transpose else src.shape[2]
     _, ny, nx = dst.shape
-    row = np.empty(nx_c, dtype=np.float32)
-    even = np.zeros(nx + 1, dtype=np.float32)
-    odd = np.zeros(nx + 1, dtype=np.float32)
+    row, even, odd = scratch
     for z in range(z0, z1):
         sz = nz - 1 - z if flip_z else z
         for o in range(ny):
@@ -308,7 +320,8 @@ def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, ba
                     row[x] = acc
                 _horizontal(row, dst[z - base, o], xs, xw, xn, half, even, odd, flip_x)
             else:
-                row[:] = 0.0
+                for x in range(nx_c):
+                    row[x] = 0.0
                 for t in range(yn[o]):
                     w = yw[o, t]
                     y = ys[o] + t
@@ -366,7 +379,9 @@ def preprocess_slices(
     flag_array = np.array([bool(f) for f in flips], dtype=np.bool_)
     out = np.empty((z1 - z0, ny, nx), dtype=np.float32)
     over_slices(
-        lambda a, b: _preprocess_kernel(native, out, flag_array, *taps, levels, z0, z0 + a, z0 + b),
+        lambda a, b: _preprocess_kernel(
+            native, out, flag_array, *taps, levels, _row_scratch(n_x, nx), z0, z0 + a, z0 + b
+        ),
         z1 - z0,
         native[0].size + ny * nx,
     )

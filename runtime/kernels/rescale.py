@@ -15,14 +15,13 @@ INT16_MAX = 32767
 
 @jit
 def _rescale_kernel(raw, out, slope, intercept, air, padding, has_padding):  # type: ignore[no-untyped-def]
-    flat_raw = raw.reshape(-1)
-    flat_out = out.reshape(-1)
-    for i in range(flat_raw.size):
-        stored = np.int64(flat_raw[i])
+    # 1-D views of the slice (the caller ravels them): a reshape here would cost its overload's compilation
+    for i in range(raw.size):
+        stored = np.int64(raw[i])
         if has_padding and stored == padding:
-            flat_out[i] = air
+            out[i] = air
         else:
-            flat_out[i] = min(max(stored * slope + intercept, air), INT16_MAX)
+            out[i] = min(max(stored * slope + intercept, air), INT16_MAX)
 
 
 def rescale_to_hu(
@@ -49,4 +48,5 @@ def rescale_to_hu(
     if raw.shape != out.shape or not (raw.flags.c_contiguous and out.flags.c_contiguous):
         raise ValueError(f"raw {raw.shape} and out {out.shape} must have one shape and be C-contiguous")
     stored_padding = 0 if padding is None else int(padding)
-    _rescale_kernel(raw, out, int(slope), int(intercept), int(air), stored_padding, padding is not None)
+    flat_raw, flat_out = raw.reshape(-1), out.reshape(-1)  # views: both are C-contiguous
+    _rescale_kernel(flat_raw, flat_out, int(slope), int(intercept), int(air), stored_padding, padding is not None)
