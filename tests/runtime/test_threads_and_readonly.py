@@ -109,3 +109,22 @@ def test_after_warmup_a_run_compiles_nothing(tmp_path: Path, series: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in cache.rglob("*.nbc")) == compiled
+
+
+def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: Path) -> None:
+    """``litseg-run`` is ``cli.entry`` (main plus the garbage collector's freeze, for a fast exit): its exit
+    codes and messages are main's, and a run's outputs are complete when the process ends."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="litseg-run")
+    assert script.value == "litseg.runtime.cli:entry"
+    cli = [sys.executable, "-m", "litseg.runtime.cli"]
+    missing = subprocess.run([*cli, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 3 and "litseg-run: error:" in missing.stderr, missing.stderr[-2000:]
+    out = tmp_path / "out"
+    proc = subprocess.run([*cli, str(series), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    assert json.loads(proc.stdout)["outputs"]["json"] == str(out / "report.json")  # stdout flushed whole
+    assert json.loads((out / "report.json").read_text())["litseg_version"]
