@@ -1,7 +1,10 @@
-"""Reading a 64-slice 512x512 CT series: litseg's reader vs a bare pydicom loop (no checks)."""
+"""Reading a 64-slice 512x512 CT series, uncompressed and JPEG-LS: litseg's reader vs a bare pydicom loop (no
+checks, pydicom's default decoders)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +42,30 @@ def test_bench_read_series(benchmark, series_dir: Path) -> None:  # type: ignore
 @pytest.mark.benchmark(group="read 64x512x512 series")
 def test_bench_read_bare_pydicom_baseline(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
     assert benchmark(_bare_pydicom, series_dir).shape == (64, 512, 512)
+
+
+# ----- a compressed series: JPEG-LS lossless, as PACS archives hold many (the reader asks imagecodecs first) --
+JPEG_LS_GROUP = "read 64x512x512 JPEG-LS series"
+
+
+@pytest.fixture(scope="module")
+def jpegls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("dcmcjpls") is None:
+        pytest.skip("needs Debian dcmtk (dcmcjpls) to encode the series")
+    plain = tmp_path_factory.mktemp("bench_plain")
+    write_series(make_series(GEO), plain)  # the phantom's anatomy: compresses as CT does
+    folder = tmp_path_factory.mktemp("bench_jpegls")
+    for path in sorted(plain.iterdir()):
+        subprocess.run(["dcmcjpls", str(path), str(folder / path.name)], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.benchmark(group=JPEG_LS_GROUP)
+def test_bench_read_jpegls_series(benchmark, jpegls_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    series = benchmark(read_series, jpegls_dir)
+    assert series.volume.shape_zyx == (64, 512, 512)
+
+
+@pytest.mark.benchmark(group=JPEG_LS_GROUP)
+def test_bench_read_jpegls_bare_pydicom_baseline(benchmark, jpegls_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert benchmark(_bare_pydicom, jpegls_dir).shape == (64, 512, 512)

@@ -123,6 +123,21 @@ def preprocess_targets(data: dict[str, Any]) -> list[Target]:
     return rows
 
 
+def read_targets(data: dict[str, Any]) -> list[Target]:
+    """The reader against a bare pydicom loop (pydicom's default decoders, no checks) on the same series."""
+    rows = []
+    for label, group, prefix in (
+        ("uncompressed", "read 64x512x512 series", "test_bench_read_"),
+        ("JPEG-LS", "read 64x512x512 JPEG-LS series", "test_bench_read_jpegls_"),
+    ):
+        ours = _stat_min(data, group, prefix + "series")
+        bare = _stat_min(data, group, prefix + "bare_pydicom")
+        if ours is not None and bare is not None:
+            name = f"read 64 slices, {label}: bare pydicom / litseg"
+            rows.append(Target(name, f"{bare * 1e3:.0f} ms", f"{ours * 1e3:.0f} ms", bare / ours, ">= 1.0"))
+    return rows
+
+
 def machine_line(data: dict[str, Any]) -> str:
     info = data.get("machine_info", {})
     facts = info.get("litseg", {})
@@ -165,7 +180,7 @@ def stage_table(runs: dict[tuple[int, str], dict[str, Any]]) -> str:
 
 def render(data: dict[str, Any], source: str) -> tuple[str, list[Target]]:
     runs = end_to_end_runs(data)
-    targets = end_to_end_targets(runs) + preprocess_targets(data)
+    targets = end_to_end_targets(runs) + preprocess_targets(data) + read_targets(data)
     parts = [f"litseg benchmarks ({source})", machine_line(data), ""]
     rows = [[t.name, t.numerator, t.denominator, f"{t.ratio:.2f}", t.goal, "yes" if t.met else "NO"] for t in targets]
     parts.append(_table(["target (issue 15)", "measured", "against", "ratio", "goal", "met"], rows))

@@ -4,8 +4,8 @@ encoded bytes released as soon as it is decoded.
 CT stores integers with a rescale (HU = stored x slope + intercept). With an integer slope and intercept,
 as nearly every scanner writes them, the HU are integers and fit int16 after clamping at air: the volume
 is then int16, half the memory of float32 and exactly the same values. Any other rescale gives float32.
-Decoders (pydicom's own, GDCM, OpenJPEG, CharLS, libjpeg-turbo) spend their time in C, mostly outside the
-GIL, so a few threads decode a series several times faster than one.
+Slices decode on a few threads: uncompressed and RLE data, and the compressed syntaxes for which the reader asks
+imagecodecs first (JPEG-LS, JPEG Lossless, JPEG 2000, HTJ2K: :mod:`.pixel_decoders`), decode outside the GIL.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 
-from . import kernels
+from . import kernels, pixel_decoders
 from .errors import InputError
 from .kernels import worker_threads
 from .series_files import PIXEL_DATA_TAG, Candidate
@@ -50,8 +50,15 @@ def hu_dtype(datasets: Sequence[Dataset]) -> type[np.int16] | type[np.float32]:
 def _stored(ds: Dataset) -> npt.NDArray[np.generic]:
     # The decoder directly, not ds.pixel_array: that would cache the array on the dataset, and a caller's
     # in-memory dataset must not be modified.
-    syntax = ds.file_meta.TransferSyntaxUID
-    array, _ = get_decoder(syntax).as_array(ds)
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    plugin = pixel_decoders.preferred_plugin(ds)  # faster, and outside the GIL, where it applies
+    if plugin:
+        try:
+            array, _ = decoder.as_array(ds, decoding_plugin=plugin)
+            return array
+        except Exception as exc:  # e.g. a codestream imagecodecs rejects: pydicom's own plugins may not
+            log.debug("%s could not decode a frame (%s); trying pydicom's plugins", plugin, exc)
+    array, _ = decoder.as_array(ds)
     return array
 
 

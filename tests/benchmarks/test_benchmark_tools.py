@@ -81,6 +81,8 @@ def test_report_computes_each_target(tmp_path: Path, capsys: pytest.CaptureFixtu
             _bench(report.PREPROCESS_GROUP, "test_bench_preprocess_scipy_zoom_baseline", 0.300),
             _bench(report.PREPROCESS_GROUP, "test_bench_preprocess_opencv_area_baseline", 0.011),
             _bench(report.PREPROCESS_GROUP, "test_bench_preprocess_memcopy_baseline", 0.008),
+            _bench("read 64x512x512 JPEG-LS series", "test_bench_read_jpegls_series", 0.100),
+            _bench("read 64x512x512 JPEG-LS series", "test_bench_read_jpegls_bare_pydicom_baseline", 0.250),
         ],
     }
     text, targets = report.render(data, "x.json")
@@ -96,6 +98,9 @@ def test_report_computes_each_target(tmp_path: Path, capsys: pytest.CaptureFixtu
         and not by_name["preprocess: OpenCV INTER_AREA / numba"].met
     )
     assert by_name["preprocess: numba / memory copy"].ratio == pytest.approx(1.25)
+    jpegls = by_name["read 64 slices, JPEG-LS: bare pydicom / litseg"]
+    assert jpegls.ratio == pytest.approx(2.5) and jpegls.met
+    assert "read 64 slices, uncompressed: bare pydicom / litseg" not in by_name  # not in this file: no row
     assert "Test CPU, 2 usable cores" in text and "| 512x512x432 | naive | 12.00 |" in text
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))
