@@ -99,8 +99,8 @@ def _warm_after_inference() -> None:
     grow_label(box, 2, 1, 1.0, (1.0, 1.0), in_place=True)
 
 
-def warm_in_background() -> None:
-    """Compile (or load) the kernels that map labels back and post-process them on a daemon thread.
+def warm_in_background() -> threading.Thread:
+    """Compile (or load) the kernels that map labels back and post-process them on a background thread.
 
     A run calls it once its preprocessing kernel is ready (numba compiles under one lock: started earlier, it
     would hold up the preprocessing): on a fresh install, or in a read-only container that compiles in every
@@ -115,4 +115,11 @@ def warm_in_background() -> None:
         except Exception as exc:  # never fatal: the stage that needs a kernel compiles it itself
             log.debug("background compilation failed: %s", exc)
 
-    threading.Thread(target=run, name="litseg-warm", daemon=True).start()
+    # Not a daemon: the interpreter waits for it before it tears down numba and llvmlite. A run that needs
+    # none of these kernels (no liver found) can end while they compile; a daemon thread then kept calling
+    # into LLVM (outside the GIL) while the exiting interpreter freed its objects: 1 in 8 such cold runs
+    # crashed (segfault or an LLVM assertion) once the exit had become fast. The wait is the compilation's
+    # rest, on a fresh install only, and fills the cache for the next run.
+    thread = threading.Thread(target=run, name="litseg-warm", daemon=False)
+    thread.start()
+    return thread
