@@ -112,8 +112,8 @@ def test_after_warmup_a_run_compiles_nothing(tmp_path: Path, series: Path) -> No
 
 
 def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: Path) -> None:
-    """``litseg-run`` is ``cli.entry`` (main plus the garbage collector's freeze, for a fast exit): its exit
-    codes and messages are main's, and a run's outputs are complete when the process ends."""
+    """``litseg-run`` is ``cli.entry`` (main, then ``os._exit`` for a fast exit): its exit codes and messages
+    are main's, its stdout is flushed whole, and a run's outputs are complete when the process ends."""
     from importlib.metadata import entry_points
 
     (script,) = entry_points(group="console_scripts", name="litseg-run")
