@@ -241,7 +241,10 @@ def entry() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``litseg-run ... | head``) or stream: nothing to save
+            pass
     os._exit(code)
 
 
