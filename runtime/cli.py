@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -241,10 +242,9 @@ def entry() -> NoReturn:
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # a closed pipe (``litseg-run ... | head``) or stream: nothing left to save
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``litseg-run ... | head``) or stream: nothing to save
-            pass
     os._exit(code)
 
 
