@@ -117,7 +117,7 @@ def warm_in_background() -> threading.Thread:
 
     # Not a daemon: the interpreter waits for it before it tears down numba and llvmlite. A run that needs
     # none of these kernels (no liver found) can end while they compile; a daemon thread then kept calling
-    # into LLVM (outside the GIL) while the exiting interpreter freed its objects: 1 in 8 such cold runs
+    # into LLVM (outside the GIL) while the exiting interpreter freed its objects: 4 of 18 such cold runs
     # crashed (segfault or an LLVM assertion) once the exit had become fast. The wait is the compilation's
     # rest, on a fresh install only, and fills the cache for the next run.
     thread = threading.Thread(target=run, name="litseg-warm", daemon=False)

@@ -133,7 +133,7 @@ def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: P
 def test_background_compilation_is_waited_for_at_exit() -> None:
     """The thread that compiles the later kernels is not a daemon: the interpreter joins it before it tears
     down numba and llvmlite. As a daemon it kept calling into LLVM while a fast exit freed LLVM's objects
-    (cold runs that found no liver ended while it compiled: 3 crashes in 26, none in 24 after the change)."""
+    (cold runs that found no liver ended while it compiled: 4 crashes in 18, none in 32 after the change)."""
     from litseg.runtime import kernels
 
     thread = kernels.warm_in_background()
