@@ -41,15 +41,15 @@ DCMTK = {
 }
 
 
-#: Stored layouts, as scanners write them: 12-bit unsigned with intercept -1024 (GE, Philips), or 16-bit
-#: signed with intercept 0 and negative values (Siemens, Canon).
-LAYOUTS = ("unsigned-12bit", "signed-16bit")
+#: Stored layouts, as scanners write them: 12-bit unsigned with intercept -1024 (GE, Philips), 12-bit signed
+#: (sign-extended into 16 bits) or 16-bit signed with intercept 0 and negative values (Siemens, Canon).
+LAYOUTS = ("unsigned-12bit", "signed-12bit", "signed-16bit")
 #: dcmtk (like most scanners) does not encode signed data near-lossless JPEG-LS.
 CASES = [
     (layout, name)
     for layout in LAYOUTS
     for name in sorted(DCMTK)
-    if (layout, name) != ("signed-16bit", "jpeg-ls-near-lossless")
+    if not (layout.startswith("signed") and name == "jpeg-ls-near-lossless")
 ]
 
 
@@ -62,6 +62,12 @@ def series_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]
         if layout not in made:
             if layout == "signed-16bit":
                 datasets = make_series(SeriesGeometry(slices=4), SeriesOptions(intercept=0.0, signed=True))
+            elif layout == "signed-12bit":
+                datasets = make_series(SeriesGeometry(slices=4), SeriesOptions(intercept=0.0, signed=True))
+                for ds in datasets:
+                    ds.BitsStored, ds.HighBit = 12, 11
+                    stored = np.clip(np.frombuffer(ds.PixelData, np.int16), -2048, 2047)
+                    ds.PixelData = stored.astype(np.int16).tobytes()
             else:
                 datasets = make_series(SeriesGeometry(slices=4), SeriesOptions())
                 for ds in datasets:
