@@ -9,9 +9,8 @@ threads enter parallel regions at once; plain threads over GIL-free kernels are 
 compile in a fraction of the time and are safe from any number of caller threads. For the same reason the
 kernels allocate nothing and call no numpy function (numba types and compiles each such overload before the
 kernel itself: 7.3 s of first-run compilation became 4.6 s without them); the wrappers pass scratch arrays,
-one set per thread. These are the only
-preprocessing primitives: the training-set builder and inference both call them, so there is no
-train/serve skew.
+one set per thread. These are the only preprocessing primitives: the training-set builder and inference
+both call them, so there is no train/serve skew.
 
 Compiled code is cached on disk where numba can write (next to the package, else the user cache
 folder, or ``NUMBA_CACHE_DIR``); on a read-only install with no writable home the kernels still work,
