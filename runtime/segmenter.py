@@ -23,6 +23,7 @@ import dataclasses
 
 import highdicom as hd
 
+from . import kernels
 from .api import ProgressCallback, RunConfig, SegmentationResult, default_model_path, segment
 from .model import Model
 from .series import DicomSeries, SeriesSource
@@ -57,6 +58,15 @@ class Segmenter:
     @property
     def model(self) -> Model:
         return self._model
+
+    def prepare(self) -> float:
+        """Compile (or load from numba's cache) every kernel a run uses; returns the seconds taken.
+
+        A service calls it once at start, e.g. on a thread while it waits for work (the DICOM node does), so
+        that its first series does not wait for a fresh install's compilation (about 5 s on 2 cores). Safe
+        beside running segmentations: a kernel they need meanwhile waits for numba's compiler lock.
+        """
+        return kernels.warmup()
 
     def __call__(
         self,

@@ -99,6 +99,10 @@ class Node:
         for thread in [*self._threads, *self._workers, *([self._forward_thread] if self._forward_thread else [])]:
             thread.daemon = True
             thread.start()
+        # A fresh install compiles its kernels on first use (about 5 s on 2 cores): now, while the node waits
+        # for its first association, not when its first series arrives. Not a daemon: a stop waits for it
+        # (numba must not be torn down mid-compilation).
+        threading.Thread(target=self._prepare_kernels, name="litseg-prepare").start()
         self._write_node_file(model.info.name, model.info.version, model.provider)
         log.info(
             "litseg-serve %s listening on %s:%d; model %s %s on %s; %d worker(s); spool %s (recovered: %s)",
@@ -111,6 +115,13 @@ class Node:
             config.spool,
             ", ".join(f"{n} {state}" for state, n in recovered.items()),
         )
+
+    def _prepare_kernels(self) -> None:
+        assert self._segmenter is not None  # set in start() before this thread starts
+        try:
+            log.info("kernels ready (%.1f s)", self._segmenter.prepare())
+        except Exception as exc:  # never fatal: a series' run compiles what it needs itself
+            log.warning("kernels could not be prepared ahead of the first series: %s", exc)
 
     def _lock_spool(self) -> None:
         """One node per spool: two would race on the same series. The kernel drops the lock on kill -9."""

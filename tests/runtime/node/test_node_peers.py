@@ -207,3 +207,32 @@ def test_load_20_series_from_4_concurrent_senders(shared: Shared, make_ct: Calla
     text = status_text(shared.root / "spool")
     assert "queue depth: 0 series" in text and "recent series (newest first):" in text
     assert "node running" in text
+
+
+def test_a_started_node_compiles_its_kernels_before_the_first_series(tmp_path: Path, tumor_model: Path) -> None:
+    """On a fresh install (an empty numba cache) the node compiles every kernel a run uses right after it
+    starts listening, so that its first series does not wait for them; it still answers meanwhile."""
+    cache = tmp_path / "numba-cache"
+    node = NodeProcess(
+        tmp_path / "spool",
+        node_args(tumor_model, None, tmp_path / "out"),
+        tmp_path / "node.log",
+        env={"NUMBA_CACHE_DIR": str(cache)},
+    ).start()
+    try:
+        assert echo(node.port).returncode == 0
+        kernels = (
+            "_rescale_kernel",
+            "_preprocess_kernel",
+            "_resample_argmax_kernel",
+            "_component_scan",
+            "_grow_label_kernel",
+        )
+
+        def compiled() -> bool:
+            names = " ".join(p.name for p in cache.rglob("*.nbc"))
+            return all(k in names for k in kernels)
+
+        wait_for(compiled, 300, f"the kernels {kernels} in the node's numba cache", node.log)
+    finally:
+        assert node.terminate() == 0
