@@ -170,14 +170,22 @@ def test_colour_frames_are_left_to_pydicoms_plugins() -> None:
     assert pixel_decoders.preferred_plugin(ds) == ""
 
 
-@pytest.mark.parametrize("name", ["jpeg-lossless-sv1", "jpeg-lossless-p14", "jpeg-ls-lossless"])
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [
+        ("signed-16bit", "jpeg-lossless-sv1"),
+        ("signed-16bit", "jpeg-lossless-p14"),
+        ("signed-16bit", "jpeg-ls-lossless"),
+        ("unsigned-12bit", "jpeg-extended-12bit"),  # only imagecodecs decodes it: no other plugin to refuse it
+    ],
+)
 def test_a_truncated_frame_is_refused_naming_the_file(
-    name: str, series_of: Callable[[str], Path], tmp_path: Path
+    layout: str, name: str, series_of: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """libjpeg-turbo (imagecodecs) decodes a JPEG stream that stops halfway without an error; the reader must
     refuse it as GDCM and CharLS do, not segment half an image."""
     encode, _, _ = DCMTK[name]
-    _convert(encode, series_of("signed-16bit"), tmp_path / "enc")
+    _convert(encode, series_of(layout), tmp_path / "enc")
     victim = sorted((tmp_path / "enc").iterdir())[1]
     ds = pydicom.dcmread(victim)
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
