@@ -151,6 +151,13 @@ def _aligned(lo: int, hi: int, n: int) -> tuple[int, int]:
     return lo, hi
 
 
+def shows_foreground(labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Per coarse slice of model-grid labels ``(n, h, w)``: does it show liver or tumor (at least
+    :data:`MIN_FOREGROUND_PX` pixels)?"""
+    counts: npt.NDArray[np.int64] = (labels > 0).reshape(len(labels), -1).sum(axis=1)
+    return counts >= MIN_FOREGROUND_PX
+
+
 def body_box(body_yx: npt.NDArray[np.bool_], shape_yx: tuple[int, int]) -> Box | None:
     """The model-grid box of the body, :data:`BODY_MARGIN_PX` around it, aligned to the network's grid.
 
@@ -198,7 +205,7 @@ def find_focus(
     grid: Box = (0, shape_yx[0], 0, shape_yx[1])
     body = (body_of(picks) if body_of is not None else None) or grid
     labels = labels_of(picks, body)
-    seen = (labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX
+    seen = shows_foreground(labels)
     coarse = tuple(int(p) for p in picks)
     if not seen.any():
         return Focus((), coarse)

@@ -22,13 +22,13 @@ import numpy.typing as npt
 from . import kernels
 from .focus import (
     BODY_HU,
-    MIN_FOREGROUND_PX,
     MIN_SLICES_FOR_FOCUS,
     Box,
     Focus,
     body_box,
     everything,
     find_focus,
+    shows_foreground,
     work_fraction,
 )
 from .geometry import Reorientation, canonical_reorientation
@@ -84,7 +84,6 @@ class _Stages:
         self.model = model
         self.spec = model.spec
         self.reorientation = reorientation
-        self.flags = reorientation.flags
         self.clock = clock
         self.canonical_shape = reorientation.canonical_shape(volume.shape_zyx)
         self.reused = 0  # full-pass slices whose coarse-pass probabilities were taken as they are
@@ -92,7 +91,7 @@ class _Stages:
     def prepare(self, z0: int, z1: int) -> npt.NDArray[np.float32]:
         start = time.perf_counter()
         image = kernels.preprocess_slices(
-            self.native, self.flags, self.spec.target_shape_yx, self.spec.window_hu, AIR_HU, (z0, z1)
+            self.native, self.reorientation.flags, self.spec.target_shape_yx, self.spec.window_hu, AIR_HU, (z0, z1)
         )
         self.clock.add("preprocess", time.perf_counter() - start)
         return image
@@ -206,7 +205,7 @@ def run_model(
         probs = stages.infer(images, box, NO_TTA, batch_size)
         labels: npt.NDArray[np.uint8] = np.argmax(probs, axis=1).astype(np.uint8)
         if shifts == NO_TTA:
-            for k in np.flatnonzero((labels > 0).reshape(len(picks), -1).sum(axis=1) >= MIN_FOREGROUND_PX):
+            for k in np.flatnonzero(shows_foreground(labels)):  # the slices the focus will keep as seen
                 known[int(picks[k])] = probs[k].copy()
         return labels
 

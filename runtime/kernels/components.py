@@ -98,12 +98,12 @@ def _scan(
     final: npt.NDArray[np.int64],
     action: npt.NDArray[np.uint8] | None,
 ) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Run :func:`_component_scan` with room for ``final.size`` provisional labels (``action`` given: the
-    replay, which reads ``final``), doubling the room until they fit; returns their number, each one's
-    component, size and counted voxels."""
+    """Run :func:`_component_scan` with room for more provisional labels than ``final`` holds (``action``
+    given: the replay, which reads ``final`` and makes the same labels again, so it never runs out), doubling
+    the room until they fit; returns their number, each one's component, size and counted voxels."""
     lo, hi = (np.uint8(v) for v in value_range)
     ny, nx = labels.shape[1:]
-    capacity = max(final.size, 4096)
+    capacity = max(final.size + 1, 4096)
     while True:
         rows = np.zeros((2, ny, nx), dtype=np.int32)
         scratch = (rows, np.empty(capacity, np.int64), np.empty(capacity, np.int64), np.empty(capacity, np.int64))
@@ -168,10 +168,7 @@ def relabel_components(
         raise ValueError(f"new_values must be uint8 of {components.count + 1} entries; got {new_values.shape}")
     if not labels.flags.writeable:
         raise ValueError("labels must be writable: they are relabelled in place")
-    # room for one more provisional label than the first scan made: the replay makes the same ones
-    final = np.zeros(components.provisional.size + 1, dtype=np.int64)
-    final[: components.provisional.size] = components.provisional
-    _scan(labels, components.value_range, 0, final, new_values)
+    _scan(labels, components.value_range, 0, components.provisional, new_values)
 
 
 @jit
