@@ -36,9 +36,9 @@ from .components import (
     grow_label,
     relabel_components,
 )
+from .fused import preprocess_slices
 from .resample import (
     REORIENT_DTYPES,
-    preprocess_slices,
     reorient,
     resample_argmax,
     resample_slices,

@@ -1,5 +1,7 @@
-"""Reorientation, anti-aliased bilinear resampling (PIL's filter, pixel-centre convention), the HU window,
-and the fused preprocessing kernel that does all of them in one pass over the native slices."""
+"""Reorientation, anti-aliased bilinear resampling (PIL's filter, pixel-centre convention) and the HU window,
+each on its own (``resample_slices`` and ``window`` are the reference the tests and benchmarks hold
+:mod:`.fused` to, which does all of them in one pass, with the row helpers here), and the mapping of class
+probabilities back to labels."""
 
 from __future__ import annotations
 
@@ -72,43 +74,63 @@ def _taps(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.
 
 @functools.lru_cache(maxsize=64)
 def _half_taps(n_in: int, n_out: int) -> npt.NDArray[np.float32]:
-    """For an exact 2:1 shrink, ``w[t, o]``: the weight of input ``2 o - 1 + t`` (``t`` < 4; 0 where it is no
-    tap), laid out so that :func:`_horizontal` reads four contiguous vectors. Shape ``(4, 0)`` otherwise."""
-    half = np.zeros((4, 0), dtype=np.float32)
+    """For an exact 2:1 shrink, ``w[0, t, o]``: the weight of input ``2 o - 1 + t`` (``t`` < 4; 0 where it is no
+    tap), laid out so that :func:`_horizontal` reads four contiguous vectors, and ``w[1]`` the same with the
+    outputs in reverse order (``w[1, t, o] = w[0, t, n_out - 1 - o]``, for a mirrored row). Shape ``(2, 4, 0)``
+    otherwise."""
+    half = np.zeros((2, 4, 0), dtype=np.float32)
     if n_in == 2 * n_out and n_out > 1:
         starts, weights, count = _taps(n_in, n_out)
         offset = starts - (2 * np.arange(n_out) - 1)
         if (offset >= 0).all() and (offset + count <= 4).all():
-            half = np.zeros((4, n_out), dtype=np.float32)
+            half = np.zeros((2, 4, n_out), dtype=np.float32)
             for o in range(n_out):
-                half[offset[o] : offset[o] + count[o], o] = weights[o, : count[o]]
+                half[0, offset[o] : offset[o] + count[o], o] = weights[o, : count[o]]
+            half[1] = half[0, :, ::-1]
     half.setflags(write=False)
     return half
 
 
 @jit
-def _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x):  # type: ignore[no-untyped-def]
-    # out[o] = sum over t of xw[o, t] * canonical[xs[o] + t], where canonical is ``row`` (flip_x: mirrored).
-    # An exact 2:1 shrink (``half`` has a column per output) de-interleaves the row into even and odd
-    # samples (odd shifted by one, a zero at each end) so that each output is four contiguous taps, which
-    # vectorise; the extra terms are zero weights times zero samples, so the sums are bit for bit the same.
-    n = row.shape[0]
+def _half_row(out, half, even, odd, flip_x):  # type: ignore[no-untyped-def]
+    # An exact 2:1 shrink's row from its de-interleaved samples (even[j] = sample 2 j, odd[j + 1] = sample
+    # 2 j + 1, a zero at each end): each output is four contiguous taps, which vectorise; the extra terms are
+    # zero weights times zero samples, so the sums are bit for bit the general taps'. Mirrored, canonical
+    # output o is native output p = m - 1 - o, whose taps are native samples 2 p + 2 down to 2 p - 1: the loop
+    # reads the native samples forwards with the weights in reverse order (half[1]) and stores backwards, the
+    # same products summed in the same order, vectorised too.
     m = out.shape[0]
-    if half.shape[1] == m:
-        for j in range(m):
-            if flip_x:
-                even[j] = row[n - 1 - 2 * j]
-                odd[j + 1] = row[n - 2 - 2 * j]
-            else:
-                even[j] = row[2 * j]
-                odd[j + 1] = row[2 * j + 1]
+    if flip_x:
+        w = half[1]
+        for p in range(m):
+            acc = np.float32(0.0)
+            acc += w[0, p] * even[p + 1]
+            acc += w[1, p] * odd[p + 1]
+            acc += w[2, p] * even[p]
+            acc += w[3, p] * odd[p]
+            out[m - 1 - p] = acc
+    else:
+        w = half[0]
         for o in range(m):
             acc = np.float32(0.0)
-            acc += half[0, o] * odd[o]
-            acc += half[1, o] * even[o]
-            acc += half[2, o] * odd[o + 1]
-            acc += half[3, o] * even[o + 1]
+            acc += w[0, o] * odd[o]
+            acc += w[1, o] * even[o]
+            acc += w[2, o] * odd[o + 1]
+            acc += w[3, o] * even[o + 1]
             out[o] = acc
+
+
+@jit
+def _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x):  # type: ignore[no-untyped-def]
+    # out[o] = sum over t of xw[o, t] * canonical[xs[o] + t], where canonical is ``row`` (flip_x: mirrored);
+    # an exact 2:1 shrink (``half`` has a column per output) through _half_row.
+    n = row.shape[0]
+    m = out.shape[0]
+    if half.shape[2] == m:
+        for j in range(m):
+            even[j] = row[2 * j]
+            odd[j + 1] = row[2 * j + 1]
+        _half_row(out, half, even, odd, flip_x)
         return
     for o in range(m):
         acc = np.float32(0.0)
@@ -120,17 +142,24 @@ def _horizontal(row, out, xs, xw, xn, half, even, odd, flip_x):  # type: ignore[
 
 
 def _row_scratch(nx_in: int, nx: int) -> tuple[npt.NDArray[np.float32], ...]:
-    """One thread's scratch for the resampling kernels: a row of vertical sums and :func:`_horizontal`'s
-    even and odd samples (zero-padded). The kernels allocate nothing themselves: a numpy call in a kernel
-    costs its overload's compilation on every fresh install."""
-    return np.empty(nx_in, np.float32), np.zeros(nx + 1, np.float32), np.zeros(nx + 1, np.float32)
+    """One thread's scratch for the resampling kernels: a row of vertical sums, :func:`_horizontal`'s even and
+    odd samples (zero-padded), and two rows of partial vertical sums (the preprocessing kernel's 2:1 rows).
+    The kernels allocate nothing themselves: a numpy call in a kernel costs its overload's compilation on
+    every fresh install."""
+    return (
+        np.empty(nx_in, np.float32),
+        np.zeros(nx + 1, np.float32),
+        np.zeros(nx + 1, np.float32),
+        np.empty(nx_in, np.float32),
+        np.empty(nx_in, np.float32),
+    )
 
 
 @jit
 def _resample_kernel(src, dst, ys, yw, yn, xs, xw, xn, half, scratch, z0, z1):  # type: ignore[no-untyped-def]
     # Rows first: an output row is a weighted sum of whole input rows (contiguous, so the inner loop is
     # vectorised), then each output pixel of that row a few taps along it (in L1 cache).
-    row, even, odd = scratch
+    row, even, odd, _, _ = scratch
     nx_in = src.shape[2]
     ny = dst.shape[1]
     for z in range(z0, z1):
@@ -284,105 +313,4 @@ def window(array: npt.NDArray[np.float32], window_hu: tuple[float, float]) -> np
     out = np.clip(array, np.float32(lo), np.float32(hi))
     out -= np.float32(lo)
     out *= np.float32(1.0) / np.float32(hi - lo)
-    return out
-
-
-# ----- fused preprocessing -------------------------------------------------------------------------
-@jit
-def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, scratch, base, z0, z1):  # type: ignore[no-untyped-def]
-    # dst[z] = window(resample(clamp(canonical slice z))), where canonical slice z is read from the native
-    # array through the reorientation (transpose first, then flips): no reoriented copy. As
-    # _resample_kernel: a canonical output row sums whole native rows (or, transposed, columns) in native
-    # order, then _horizontal reads each output's taps through the x flip. The same products summed in the
-    # same order as the separate steps, so the result is bit for bit theirs.
-    # dst[0] is canonical slice ``base``; this call fills canonical slices [z0, z1).
-    transpose, flip_z, flip_y, flip_x = flips[0], flips[1], flips[2], flips[3]
-    air, lo, hi, scale = levels[0], levels[1], levels[2], levels[3]
-    nz = src.shape[0]
-    ny_c = src.shape[2] if transpose else src.shape[1]
-    nx_c = src.shape[1] if transpose else src.shape[2]
-    _, ny, nx = dst.shape
-    row, even, odd = scratch
-    for z in range(z0, z1):
-        sz = nz - 1 - z if flip_z else z
-        for o in range(ny):
-            if yn[o] == 4 and not transpose:  # a 2:1 shrink's rows: four taps per pixel in one sweep
-                y = ys[o]
-                r0 = ny_c - 1 - y if flip_y else y
-                step = -1 if flip_y else 1
-                w0, w1, w2, w3 = yw[o, 0], yw[o, 1], yw[o, 2], yw[o, 3]
-                for x in range(nx_c):
-                    acc = np.float32(0.0)
-                    acc += w0 * max(np.float32(src[sz, r0, x]), air)
-                    acc += w1 * max(np.float32(src[sz, r0 + step, x]), air)
-                    acc += w2 * max(np.float32(src[sz, r0 + 2 * step, x]), air)
-                    acc += w3 * max(np.float32(src[sz, r0 + 3 * step, x]), air)
-                    row[x] = acc
-                _horizontal(row, dst[z - base, o], xs, xw, xn, half, even, odd, flip_x)
-            else:
-                for x in range(nx_c):
-                    row[x] = 0.0
-                for t in range(yn[o]):
-                    w = yw[o, t]
-                    y = ys[o] + t
-                    yy = ny_c - 1 - y if flip_y else y
-                    if transpose:
-                        for x in range(nx_c):
-                            row[x] += w * max(np.float32(src[sz, x, yy]), air)
-                    else:
-                        for x in range(nx_c):
-                            row[x] += w * max(np.float32(src[sz, yy, x]), air)
-                _horizontal(row, dst[z - base, o], xs, xw, xn, half, even, odd, flip_x)
-            out = dst[z - base, o]
-            for x in range(nx):
-                out[x] = (min(max(out[x], lo), hi) - lo) * scale
-
-
-def preprocess_slices(
-    native: npt.NDArray[np.generic],
-    flips: tuple[bool, bool, bool, bool],
-    shape_yx: tuple[int, int],
-    window_hu: tuple[float, float],
-    air_hu: float,
-    z_range: tuple[int, int] | None = None,
-) -> npt.NDArray[np.float32]:
-    """Model input from native HU slices in one pass: reorient, clamp below ``air_hu``, resample, window.
-
-    Parameters
-    ----------
-    native
-        HU ``(z, y, x)``, int16 or float32, in the series' own orientation.
-    flips
-        ``(transpose, flip_z, flip_y, flip_x)`` of the reorientation to the canonical orientation
-        (:class:`~litseg.runtime.geometry.Reorientation`).
-    shape_yx, window_hu
-        The model grid and HU window.
-    z_range
-        Canonical slices ``[z0, z1)`` to make (default: all), so that batches can be made as they are needed.
-
-    Returns
-    -------
-    float32 ``(z1 - z0, *shape_yx)`` in [0, 1]; equal to ``window(resample_slices(reorient(max(native, air))))``.
-    """
-    require(native, "native", 3, (np.float32, np.int16))
-    lo, hi = float(window_hu[0]), float(window_hu[1])
-    if not hi > lo:
-        raise ValueError(f"window_hu must be (lo, hi) with hi > lo; got {window_hu}")
-    transpose = bool(flips[0])
-    n_y, n_x = (native.shape[2], native.shape[1]) if transpose else native.shape[1:]
-    z0, z1 = z_range if z_range is not None else (0, native.shape[0])
-    if not 0 <= z0 <= z1 <= native.shape[0]:
-        raise ValueError(f"z_range {z_range} must lie within 0..{native.shape[0]}")
-    ny, nx = int(shape_yx[0]), int(shape_yx[1])
-    taps = (*_taps(n_y, ny), *_taps(n_x, nx), _half_taps(n_x, nx))
-    levels = np.array([air_hu, lo, hi, np.float32(1.0) / np.float32(hi - lo)], dtype=np.float32)
-    flag_array = np.array([bool(f) for f in flips], dtype=np.bool_)
-    out = np.empty((z1 - z0, ny, nx), dtype=np.float32)
-    over_slices(
-        lambda a, b: _preprocess_kernel(
-            native, out, flag_array, *taps, levels, _row_scratch(n_x, nx), z0, z0 + a, z0 + b
-        ),
-        z1 - z0,
-        native[0].size + ny * nx,
-    )
     return out

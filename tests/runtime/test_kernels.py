@@ -86,7 +86,13 @@ def test_wrappers_reject_wrong_dtype_shape_and_layout() -> None:
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
 @pytest.mark.parametrize(
     "flips",
-    [(False, False, False, False), (True, True, False, True), (False, True, True, False), (False, False, True, True)],
+    [
+        (False, False, False, False),
+        (True, True, False, True),
+        (False, True, True, False),
+        (False, False, True, True),
+        (False, True, False, True),  # mirrored, not upside down: the 2:1 rows' streamed path with flip_x
+    ],
 )
 @pytest.mark.parametrize("grid", ["up", "half", "odd"])  # enlarge; exactly 2:1 (its own vectorised path); 5:3
 def test_fused_preprocessing_equals_the_separate_steps_bit_for_bit(
