@@ -1,8 +1,9 @@
-"""Reading a 64-slice 512x512 CT series, uncompressed and JPEG-LS: litseg's reader vs a bare pydicom loop (no
-checks, pydicom's default decoders)."""
+"""Reading a 64-slice 512x512 CT series, uncompressed (from the page cache and from disk) and JPEG-LS: litseg's
+reader vs a bare pydicom loop (no checks, pydicom's default decoders)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,6 +43,36 @@ def test_bench_read_series(benchmark, series_dir: Path) -> None:  # type: ignore
 @pytest.mark.benchmark(group="read 64x512x512 series")
 def test_bench_read_bare_pydicom_baseline(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
     assert benchmark(_bare_pydicom, series_dir).shape == (64, 512, 512)
+
+
+# ----- the same series from a cold page cache (after a reboot, evicted, or on a share first mounted) --------
+COLD_GROUP = "read 64x512x512 series, cold page cache"
+
+
+def _evict(folder: Path) -> None:
+    """Drop the folder's files from the page cache (fsynced first: only clean pages can go). No effect on a
+    file system that keeps its pages in memory (tmpfs): then both sides read warm."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise to evict the page cache")
+@pytest.mark.benchmark(group=COLD_GROUP)
+def test_bench_read_cold_series(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    series = benchmark.pedantic(read_series, args=(series_dir,), setup=lambda: _evict(series_dir), rounds=8)
+    assert series.volume.shape_zyx == (64, 512, 512)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise to evict the page cache")
+@pytest.mark.benchmark(group=COLD_GROUP)
+def test_bench_read_cold_bare_pydicom_baseline(benchmark, series_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    volume = benchmark.pedantic(_bare_pydicom, args=(series_dir,), setup=lambda: _evict(series_dir), rounds=8)
+    assert volume.shape == (64, 512, 512)
 
 
 # ----- a compressed series: JPEG-LS lossless, as PACS archives hold many (the reader asks imagecodecs first) --

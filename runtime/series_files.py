@@ -15,8 +15,10 @@ dataset's are empty, and sorts every object into one of three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: Attributes a CT slice needs to be placed in a volume (PS3.3 C.7.6.2 Image Plane, C.7.6.3 Image Pixel).
 REQUIRED_FOR_GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 PIXEL_DATA_TAG = 0x7FE00010
+#: Elements larger than this are read when needed, not with the header (pixel data: by the decoding threads).
+HEADER_BYTES = 64 * 1024
 
 SeriesSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Dataset]
 
@@ -146,7 +150,7 @@ def _has_dicm_prefix(path: Path) -> bool:
 def read_file(path: Path) -> Candidate | None:
     """Read one file (pixel data deferred); None when it is not DICOM at all."""
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB")
+        ds = pydicom.dcmread(path, defer_size=HEADER_BYTES)
     except pydicom.errors.InvalidDicomError:
         forced = _force_read(path)
         return classify(forced, str(path)) if forced is not None else None
@@ -192,8 +196,36 @@ def iter_candidates(source: SeriesSource) -> Iterator[Candidate]:
     yield from _from_paths(paths)
 
 
-def _from_paths(paths: Iterable[Path]) -> Iterator[Candidate]:
+def prefetch(paths: Iterable[str | os.PathLike[str]], length: int = 0) -> None:
+    """Ask the kernel to read the first ``length`` bytes (0: all) of every file into the page cache now.
+
+    Advice only (``posix_fadvise(WILLNEED)``; nothing where the platform lacks it, unreadable files left to
+    the reader's own error): the kernel reads the files in parallel while litseg parses them one by one, so a
+    series that is not in the page cache (evicted, just mounted, on a network share) is read at the disk's
+    parallel speed instead of one synchronous read after another. Cheap when the files are cached already
+    (8 ms for 432 files).
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
     for path in paths:
-        cand = read_file(path)
-        if cand is not None:
-            yield cand
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never wait on a special file
+            try:
+                advise(fd, 0, length, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+
+def _from_paths(paths: Iterable[Path]) -> Iterator[Candidate]:
+    paths = list(paths)
+    # The headers are read one file after another: a thread asks for them ahead of the reading.
+    ahead = threading.Thread(target=prefetch, args=(paths, HEADER_BYTES), name="litseg-prefetch")
+    ahead.start()
+    try:
+        for path in paths:
+            cand = read_file(path)
+            if cand is not None:
+                yield cand
+    finally:
+        ahead.join()

@@ -22,7 +22,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from . import kernels, pixel_decoders
 from .errors import InputError
 from .kernels import worker_threads
-from .series_files import PIXEL_DATA_TAG, Candidate
+from .series_files import PIXEL_DATA_TAG, Candidate, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def decode_volume(cands: Sequence[Candidate], rows: int, columns: int) -> npt.ND
     """The HU volume ``(len(cands), rows, columns)`` of sorted slices, int16 where exact (:func:`hu_dtype`)."""
     dtype = hu_dtype([c.dataset for c in cands])
     volume = np.empty((len(cands), rows, columns), dtype=dtype)
+    prefetch(c.origin for c in cands if not c.origin.startswith("<"))  # the pixel data, all at once
     threads = min(worker_threads(), len(cands))
     if threads <= 1:
         for k, cand in enumerate(cands):

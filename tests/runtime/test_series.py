@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
+from litseg.runtime import series_files
 from litseg.runtime.errors import InputError
 from litseg.runtime.series import read_series
 from tests.factories import SeriesGeometry, SeriesOptions, make_series, phantom_hu, write_series
@@ -139,3 +144,32 @@ def test_in_memory_datasets_are_not_modified() -> None:
     datasets = make_series(GEO)
     read_series(datasets)
     assert all("PixelData" in ds for ds in datasets)
+
+
+def _resident_bytes(path: Path) -> int:
+    out = subprocess.run(
+        ["fincore", "--noheadings", "--bytes", "--output", "RES", str(path)], capture_output=True, text=True
+    )
+    return int(out.stdout.strip() or 0)
+
+
+def test_prefetch_reads_files_into_the_page_cache_ahead_and_never_blocks(tmp_path: Path) -> None:
+    if shutil.which("fincore") is None:
+        pytest.skip("needs util-linux fincore to see the page cache")
+    data = tmp_path / "slice.dcm"
+    data.write_bytes(np.random.default_rng(0).bytes(1 << 21))
+    fd = os.open(data, os.O_RDONLY)
+    os.fsync(fd)  # clean pages, so that the kernel may drop them
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if _resident_bytes(data) > 0:
+        pytest.skip(f"{tmp_path}'s file system keeps its pages in memory (tmpfs?): nothing to prefetch")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opened for reading it would wait for a writer: advice must not
+    started = time.monotonic()
+    series_files.prefetch([tmp_path / "missing", tmp_path, fifo, data], series_files.HEADER_BYTES)
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 10
+    while _resident_bytes(data) < series_files.HEADER_BYTES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _resident_bytes(data) >= series_files.HEADER_BYTES  # at least the header, read without a read
