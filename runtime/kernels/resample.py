@@ -75,7 +75,7 @@ def _taps(n_in: int, n_out: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.
 @functools.lru_cache(maxsize=64)
 def _half_taps(n_in: int, n_out: int) -> npt.NDArray[np.float32]:
     """For an exact 2:1 shrink, ``w[0, t, o]``: the weight of input ``2 o - 1 + t`` (``t`` < 4; 0 where it is no
-    tap), laid out so that :func:`_horizontal` reads four contiguous vectors, and ``w[1]`` the same with the
+    tap), laid out so that :func:`_half_row` reads four contiguous vectors, and ``w[1]`` the same with the
     outputs in reverse order (``w[1, t, o] = w[0, t, n_out - 1 - o]``, for a mirrored row). Shape ``(2, 4, 0)``
     otherwise."""
     half = np.zeros((2, 4, 0), dtype=np.float32)
