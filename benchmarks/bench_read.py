@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from litseg.runtime.series import read_series
-from tests.factories import SeriesGeometry, make_series, write_series
+from tests.factories import SeriesGeometry, evict_from_page_cache, make_series, write_series
 
 GEO = SeriesGeometry(rows=512, columns=512, slices=64, pixel_spacing_mm=(0.7, 0.7), slice_spacing_mm=2.0)
 
@@ -50,15 +50,8 @@ COLD_GROUP = "read 64x512x512 series, cold page cache"
 
 
 def _evict(folder: Path) -> None:
-    """Drop the folder's files from the page cache (fsynced first: only clean pages can go). No effect on a
-    file system that keeps its pages in memory (tmpfs): then both sides read warm."""
-    for path in folder.iterdir():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    """The folder's files out of the page cache (on tmpfs they stay: then both sides read warm)."""
+    evict_from_page_cache(folder.iterdir())
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise to evict the page cache")

@@ -69,6 +69,11 @@ class Candidate:
     problem: str | None = None
 
     @property
+    def in_memory(self) -> bool:
+        """The caller's own dataset (``<dataset n>``), not one litseg read from a file."""
+        return self.origin.startswith("<")
+
+    @property
     def series_uid(self) -> str:
         return str(self.dataset.get("SeriesInstanceUID", "") or "").strip()
 

@@ -94,7 +94,7 @@ def _decode_into(cand: Candidate, out: npt.NDArray[np.generic]) -> None:
             f"cannot decode the pixels of {cand.origin} (transfer syntax {name}): {message}; the file is corrupt "
             "or its encoding unsupported: re-export the series uncompressed or with a standard compression"
         ) from exc
-    if not cand.origin.startswith("<"):  # a dataset litseg read itself: its encoded bytes are no longer needed
+    if not cand.in_memory:  # a dataset litseg read itself: its encoded bytes are no longer needed
         del cand.dataset[PIXEL_DATA_TAG]
 
 
@@ -102,7 +102,7 @@ def decode_volume(cands: Sequence[Candidate], rows: int, columns: int) -> npt.ND
     """The HU volume ``(len(cands), rows, columns)`` of sorted slices, int16 where exact (:func:`hu_dtype`)."""
     dtype = hu_dtype([c.dataset for c in cands])
     volume = np.empty((len(cands), rows, columns), dtype=dtype)
-    prefetch(c.origin for c in cands if not c.origin.startswith("<"))  # the pixel data, all at once
+    prefetch(c.origin for c in cands if not c.in_memory)  # the pixel data, all at once
     threads = min(worker_threads(), len(cands))
     if threads <= 1:
         for k, cand in enumerate(cands):

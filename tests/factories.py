@@ -6,7 +6,8 @@ anatomy and the truth is known in the patient, not in an array.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,18 @@ def write_series(datasets: Sequence[Dataset], folder: Path, shuffle_seed: int | 
 
 
 # ----- tiny real ONNX models ----------------------------------------------------------------------
+def evict_from_page_cache(paths: Iterable[Path]) -> None:
+    """Drop the files' pages from the page cache (fsynced first: only clean pages can go), as after a reboot.
+    No effect on a file system that keeps its pages in memory (tmpfs)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def _hu_to_unit(hu: float, spec: PreprocessSpec) -> float:
     lo, hi = spec.window_hu
     return (hu - lo) / (hi - lo)

@@ -24,20 +24,14 @@ def _preprocess_kernel(src, dst, flips, ys, yw, yn, xs, xw, xn, half, levels, sc
     ny_c = src.shape[2] if transpose else src.shape[1]
     nx_c = src.shape[1] if transpose else src.shape[2]
     _, ny, nx = dst.shape
-    split = half.shape[2] == nx  # the columns shrink exactly 2:1 (_half_row)
+    # rows read as one stream (below) where the columns shrink exactly 2:1 (_half_row), upright, untransposed
+    streamed = half.shape[2] == nx and not (transpose or flip_y)
     row, even, odd, carry, follow = scratch
     for z in range(z0, z1):
         sz = nz - 1 - z if flip_z else z
         started = -1  # the output row whose first two taps ``carry`` holds (-1: none)
         for o in range(ny):
-            if (
-                split
-                and not (transpose or flip_y)
-                and yn[o] == 4
-                and o + 1 < ny
-                and yn[o + 1] == 4
-                and ys[o + 1] == ys[o] + 2
-            ):
+            if streamed and yn[o] == 4 and o + 1 < ny and yn[o + 1] == 4 and ys[o + 1] == ys[o] + 2:
                 # A 2:1 shrink's rows: output row o takes rows y .. y + 3 (y = 2 o - 1), and its last two are the
                 # next output row's first two. Each native row is read once, whole and in order, into this
                 # row's sums and the next row's (``follow``), in the tap order of the separate steps: one

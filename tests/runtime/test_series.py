@@ -15,7 +15,14 @@ from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from litseg.runtime import series_files
 from litseg.runtime.errors import InputError
 from litseg.runtime.series import read_series
-from tests.factories import SeriesGeometry, SeriesOptions, make_series, phantom_hu, write_series
+from tests.factories import (
+    SeriesGeometry,
+    SeriesOptions,
+    evict_from_page_cache,
+    make_series,
+    phantom_hu,
+    write_series,
+)
 
 GEO = SeriesGeometry(rows=32, columns=40, slices=8, pixel_spacing_mm=(6.0, 5.0), slice_spacing_mm=7.0)
 
@@ -158,10 +165,7 @@ def test_prefetch_reads_files_into_the_page_cache_ahead_and_never_blocks(tmp_pat
         pytest.skip("needs util-linux fincore to see the page cache")
     data = tmp_path / "slice.dcm"
     data.write_bytes(np.random.default_rng(0).bytes(1 << 21))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)  # clean pages, so that the kernel may drop them
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
+    evict_from_page_cache([data])
     if _resident_bytes(data) > 0:
         pytest.skip(f"{tmp_path}'s file system keeps its pages in memory (tmpfs?): nothing to prefetch")
     fifo = tmp_path / "pipe"

@@ -3,6 +3,7 @@ read-only install with no writable home (a locked-down container). Both run in f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,8 +125,6 @@ def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: P
     out = tmp_path / "out"
     proc = subprocess.run([*cli, str(series), "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
     assert json.loads(proc.stdout)["outputs"]["json"] == str(out / "report.json")  # stdout flushed whole
     assert json.loads((out / "report.json").read_text())["litseg_version"]
 
