@@ -10,6 +10,7 @@ Layout (each state is a folder; a series moves between states by one ``os.replac
     <spool>/outbox/<job>/segmentation.dcm + report.json             results awaiting the peer's acknowledgement
     <spool>/done/<job>/summary.json                                 finished series (instances removed)
     <spool>/failed/<job>/instances/... + error.json                 series that could not be segmented
+                                                                    (a queue/ job with error.json is failing)
 
 A series some of whose instances were refused because the spool was full carries a ``.refused`` marker:
 it is incomplete, so it is not segmented (that would give a SEG of part of a series); it moves to
@@ -128,6 +129,9 @@ class Spool:
                     os.replace(staging, staging.with_name(staging.name[len(STAGING) :]))
                 else:  # crash before: the series is still in incoming/
                     _remove(staging)
+            for job in self._jobs("queue"):
+                if (job / ERROR_FILE).is_file():  # crash while failing a job: the decision stands
+                    os.replace(job, self.root / "failed" / job.name)
             for state in ("outbox", "done"):
                 for job in self._jobs(state):
                     _remove(job / INSTANCES)  # crash between finishing a job and dropping its instances
@@ -306,13 +310,18 @@ class Spool:
 
     def fail(self, job: str, error: Mapping[str, Any], keep_instances: bool = True) -> None:
         """Move a job that could not be segmented to ``failed/`` with its error; its instances are kept
-        (for inspection, or to move the job back to ``queue/``) unless ``keep_instances`` is false."""
+        (for inspection, or to move the job back to ``queue/``) unless ``keep_instances`` is false.
+
+        The job reaches ``failed/`` in its final state: the error is written and unwanted instances are
+        dropped while it is still in ``queue/`` (a crash in between is finished by :meth:`open`, which moves
+        a queued job holding an error to ``failed/``)."""
         src = self.root / "queue" / job
         self.write_json(src / ERROR_FILE, error)
+        if not keep_instances:
+            self._drop(src / INSTANCES)
         with self._lock:
             os.replace(src, self.root / "failed" / job)
-        if not keep_instances:
-            self._drop(self.root / "failed" / job / INSTANCES)
+        _fsync_dir(self.root / "failed")
 
     def delivered(self, job: str, summary: Mapping[str, Any]) -> None:
         """The peer acknowledged the SEG of ``job``: record the summary, move it to ``done/``."""

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def dcmtk(tool: str) -> str:
-    path = shutil.which(tool)
+    """dcmtk's ``tool`` from PATH, never pynetdicom's console scripts of the same names (``storescp``,
+    ``storescu``, ``echoscu``) that shadow it in an activated virtual environment."""
+    scripts = Path(sysconfig.get_path("scripts")).resolve()
+    search = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d and Path(d).resolve() != scripts]
+    path = shutil.which(tool, path=os.pathsep.join(search))
     if path is None:
         pytest.fail(f"{tool} (Debian package dcmtk) is not installed; .ci/run installs it")
     return path

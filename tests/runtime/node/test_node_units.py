@@ -105,8 +105,25 @@ def test_spool_limit_refuses_and_marks_the_series(tmp_path: Path) -> None:
     job = spool.close_series(KEY)
     assert spool.refused(job) == 1
     spool.fail(job, {"type": "InputError"}, keep_instances=False)
+    assert spool.jobs("failed") == [job] and spool.jobs("queue") == []
+    assert [p.name for p in spool.path("failed", job).iterdir()] == ["error.json"]
     assert spool.used_bytes < 60
     spool.store(KEY, "1.2", b"b" * 60)  # room again
+
+
+def test_a_crash_while_failing_a_job_is_finished_at_start(tmp_path: Path) -> None:
+    """A job whose error was written in queue/ before a crash (instances possibly already dropped) is a
+    decided failure: the next start moves it to failed/ instead of segmenting what is left of it."""
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.store(KEY, "1.1", b"a" * 10)
+    job = spool.close_series(KEY)
+    spool.write_json(spool.path("queue", job) / "error.json", {"type": "InputError"})
+    (spool.path("queue", job) / "instances" / "1.1.dcm").unlink()
+    again = Spool(tmp_path / "spool")
+    assert again.open()["failed"] == 1
+    assert again.jobs("queue") == [] and again.jobs("failed") == [job]
+    assert json.loads((again.path("failed", job) / "error.json").read_text()) == {"type": "InputError"}
 
 
 def test_spool_rejects_non_uid_names(tmp_path: Path) -> None:
