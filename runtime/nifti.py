@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from pathlib import Path
 
@@ -11,19 +13,33 @@ import numpy as np
 from .errors import InputError
 from .volume import Volume, lps_to_ras
 
+#: Bytes handed to zlib per call when writing ``.nii.gz``.
+GZIP_CHUNK = 16 << 20
+
 
 def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
     """Write a volume as NIfTI-1: data (x, y, z) = (column, row, slice), RAS affine, sform/qform scanner.
 
     The (z, y, x) C-ordered array transposed is the (x, y, z) Fortran-ordered array NIfTI stores: a view,
-    written as it is, with no second copy of the volume.
+    written as it is, with no second copy of the volume. A ``.gz`` path is compressed at level 1 (nibabel's
+    default) in 16 MB calls to zlib, which runs outside the GIL: nibabel hands its file one slice at a time,
+    and straight into gzip each of those 432 small calls waited for the GIL beside the SEG being built on
+    the other thread (0.3 s alone became 1.0-1.3 s beside it).
     """
     array = np.asarray(volume.array).transpose(2, 1, 0)
     image = nib.Nifti1Image(array, lps_to_ras(volume.affine_lps))
     image.header.set_xyzt_units("mm")
     image.set_sform(image.affine, code=1)
     image.set_qform(image.affine, code=1)
-    nib.save(image, str(path))
+    if not str(path).endswith(".gz"):
+        nib.save(image, str(path))
+        return
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as compressed,
+        io.BufferedWriter(compressed, buffer_size=GZIP_CHUNK) as buffered,
+    ):
+        image.to_file_map({"image": nib.FileHolder(fileobj=buffered)})
 
 
 def read_nifti(path: str | os.PathLike[str]) -> Volume:
