@@ -20,6 +20,7 @@ from . import errors, kernels
 from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, release_pixels, segment, write_results
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
+from .pages import prefer_small_pages
 
 #: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
 DEFAULT_OUT_ROOT = Path("litseg-out")
@@ -142,6 +143,7 @@ def _warning_to_log(message: Any, category: type[Warning], *_: Any, **__: Any) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_small_pages()  # see litseg.runtime.pages: huge pages cost seconds of zeroing here
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

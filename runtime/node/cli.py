@@ -14,6 +14,7 @@ from types import FrameType
 
 from .. import errors
 from ..model import DEVICES
+from ..pages import prefer_small_pages
 from .config import Destination, NodeConfig
 from .server import Node
 from .status import main_status
@@ -105,6 +106,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_small_pages()  # see litseg.runtime.pages: huge pages cost seconds of zeroing here
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.status:
