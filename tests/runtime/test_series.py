@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from litseg.runtime import series_files
+from litseg.runtime import series_files, series_pixels
 from litseg.runtime.errors import InputError
 from litseg.runtime.series import read_series
 from tests.factories import (
@@ -177,3 +178,65 @@ def test_prefetch_reads_files_into_the_page_cache_ahead_and_never_blocks(tmp_pat
     while _resident_bytes(data) < series_files.HEADER_BYTES and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _resident_bytes(data) >= series_files.HEADER_BYTES  # at least the header, read without a read
+
+
+def _pydicom_stored(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    array, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds)
+    return array
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize(("signed", "bits_stored"), [(False, 16), (True, 16), (False, 12), (True, 12)])
+def test_plain_slices_are_read_from_the_file_exactly_as_pydicom_decodes_them(
+    tmp_path: Path, syntax: str, signed: bool, bits_stored: int
+) -> None:
+    geo = SeriesGeometry(rows=256, columns=200, slices=3)  # pixel data past the header size: read later
+    datasets = make_series(geo, SeriesOptions(signed=signed, intercept=0.0 if signed else -1024.0))
+    for k, ds in enumerate(datasets):
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+        if bits_stored < 16:  # something in the unused high bits of some words: both readers keep the words
+            words = np.frombuffer(ds.PixelData, dtype=np.uint16).copy()
+            words[k::7] |= 0xA000
+            ds.PixelData = words.tobytes()
+    paths = write_series(datasets, tmp_path)
+    for path in paths:
+        cand = series_files.read_file(path)
+        assert cand is not None
+        fast = series_pixels._native_stored(cand)
+        assert fast is not None, "the plain case takes the direct read"
+        expected = _pydicom_stored(path)
+        assert fast.dtype == expected.dtype and fast.shape == expected.shape
+        assert np.array_equal(fast, expected)
+    series = read_series(tmp_path)
+    assert series.volume.shape_zyx == (3, 256, 200)
+
+
+def test_direct_read_leaves_every_other_case_to_pydicom(tmp_path: Path) -> None:
+    geo = SeriesGeometry(rows=256, columns=200, slices=3)
+    datasets = make_series(geo)
+    (path, *_) = write_series(datasets, tmp_path, shuffle_seed=None)
+    cand = series_files.read_file(path)
+    assert cand is not None and series_pixels._native_stored(cand) is not None
+    # in-memory datasets, small slices read with the header, and 8-bit data: pydicom's decoder
+    assert series_pixels._native_stored(series_files.classify(datasets[0], "<dataset 0>")) is None
+    small = write_series(make_series(GEO), tmp_path / "small")[0]
+    assert series_pixels._native_stored(series_files.read_file(small)) is None  # type: ignore[arg-type]
+    # the file changed after its header was read (pixel data now elsewhere, or cut short): not trusted
+    changed = pydicom.dcmread(path)
+    changed.SeriesDescription = "a longer description that moves the pixel data"
+    changed.save_as(path, enforce_file_format=True)
+    assert series_pixels._native_stored(cand) is None
+    path.write_bytes(path.read_bytes()[:4096])
+    assert series_pixels._native_stored(cand) is None
+
+
+def test_real_ct_reads_the_same_through_the_direct_read(real_ct: Path) -> None:
+    for path in sorted((real_ct / "dicom").iterdir()):
+        cand = series_files.read_file(path)
+        assert cand is not None
+        fast = series_pixels._native_stored(cand)
+        assert fast is not None  # GE, Implicit VR Little Endian, 16 bits
+        expected = _pydicom_stored(path)
+        assert fast.dtype == expected.dtype and np.array_equal(fast, expected)
