@@ -6,6 +6,7 @@ The folder they go into is made atomic by :mod:`~litseg.runtime.output_folder`.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import math
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
-import highdicom._standard_utils as hd_standard
 import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -63,9 +63,13 @@ def _memoize_iod_lookup() -> None:
     (about 2 ms) and a SEG of single-frame sources asks it once per source image (``is_multiframe_image``):
     0.8-0.9 s of a 432-slice SEG on this project's 2-core machine. The answer depends only on highdicom's
     static tables of the standard, so caching it changes nothing but the time. The module's callers look
-    the name up at call time, so replacing it there is enough; where highdicom no longer has the function
-    (a later version), nothing is replaced.
+    the name up at call time, so replacing it there is enough; where highdicom no longer has the module or
+    the function (a later version), nothing is replaced.
     """
+    try:
+        hd_standard = importlib.import_module("highdicom._standard_utils")
+    except ImportError:
+        return
     original: Callable[..., bool] | None = getattr(hd_standard, "is_attribute_in_iod", None)
     if original is None or getattr(original, "__litseg_memoized__", False):
         return
@@ -82,7 +86,7 @@ def _memoize_iod_lookup() -> None:
         return lookup(str(attribute), str(sop_class_uid), exclude)
 
     is_attribute_in_iod.__litseg_memoized__ = True  # type: ignore[attr-defined]
-    hd_standard.is_attribute_in_iod = is_attribute_in_iod
+    setattr(hd_standard, "is_attribute_in_iod", is_attribute_in_iod)  # noqa: B010 (a module attribute)
 
 
 _memoize_iod_lookup()
