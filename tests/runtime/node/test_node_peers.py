@@ -181,7 +181,8 @@ def test_bad_series_goes_to_failed_and_the_node_keeps_serving(
     assert error["type"] == "InputError" and error["exit_code"] == 3
     assert "uneven slice spacing" in error["message"]
     assert len(list((job / "instances").glob("*.dcm"))) == 6  # kept for inspection
-    assert f"series {series.series_uid} (6 instances): FAILED InputError" in shared.node.log()
+    line = f"series {series.series_uid} (6 instances): FAILED InputError"  # logged just after the move
+    wait_for(lambda: line in shared.node.log(), 10, "the series' log line", shared.node.log)
     assert echo(shared.node.port).returncode == 0
     assert "failed: 1" in status_text(shared.root / "spool")
 
