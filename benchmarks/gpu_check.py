@@ -253,6 +253,12 @@ def end_to_end(check: Check) -> dict[str, Any]:
     from benchmarks.series_cache import cached_series
     from litseg.runtime import Model, RunConfig
 
+    try:  # the process settings of litseg-run (numpy's huge-page advice off), for an end-to-end like the CLI's
+        from litseg.runtime.pages import prefer_small_pages
+
+        prefer_small_pages()
+    except ImportError:
+        pass
     try:
         from litseg.runtime.kernels import warmup
 
