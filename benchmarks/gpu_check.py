@@ -252,13 +252,9 @@ def end_to_end(check: Check) -> dict[str, Any]:
         )
     from benchmarks.series_cache import cached_series
     from litseg.runtime import Model, RunConfig
+    from litseg.runtime.pages import prefer_small_pages
 
-    try:  # the process settings of litseg-run (numpy's huge-page advice off), for an end-to-end like the CLI's
-        from litseg.runtime.pages import prefer_small_pages
-
-        prefer_small_pages()
-    except ImportError:
-        pass
+    prefer_small_pages()  # the process settings of litseg-run, for an end-to-end like the CLI's
     try:
         from litseg.runtime.kernels import warmup
 

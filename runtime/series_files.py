@@ -125,7 +125,7 @@ def classify(ds: Dataset, origin: str) -> Candidate:
 def _force_read(path: Path) -> Dataset | None:
     """A file without the Part 10 preamble and meta: accepted only when it carries image pixel data."""
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB", force=True)
+        ds = pydicom.dcmread(path, defer_size=HEADER_BYTES, force=True)
         if "PixelData" not in ds or not ds.get("Rows") or not ds.get("Columns"):
             return None
     except Exception as exc:  # force=True on arbitrary bytes can fail in many ways; it is simply not DICOM

@@ -123,7 +123,7 @@ def _native_stored(cand: Candidate) -> npt.NDArray[np.generic] | None:
 def hu_slice(ds: Dataset, out: npt.NDArray[np.generic], stored: npt.NDArray[np.generic] | None = None) -> None:
     """Decode one slice into ``out`` (int16 or float32 HU, clamped at air; padding read as air); ``stored``:
     its stored values when already read (:func:`_native_stored`)."""
-    raw = _stored(ds) if stored is None else stored  # PixelRepresentation (signed/unsigned) applied
+    raw = _stored(ds) if stored is None else stored  # PixelRepresentation (signed/unsigned) and BitsStored applied
     slope, intercept = _rescale(ds)
     padding = ds.get("PixelPaddingValue")
     if out.dtype == np.int16 and raw.dtype.type in kernels.STORED_DTYPES and raw.shape == out.shape:

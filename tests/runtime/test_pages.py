@@ -22,21 +22,23 @@ print(multiarray._set_madvise_hugepage(True))
 """
 
 
-@pytest.mark.parametrize("module", ["cli", "node.cli"])
-@pytest.mark.parametrize(("env", "expected"), [(None, "False"), ("1", "True"), ("0", "False")])
-def test_cli_turns_huge_pages_off_unless_the_environment_says(module: str, env: str | None, expected: str) -> None:
+def _advice_after(probe: str, env: str | None) -> str:
+    """Run ``probe`` (ending in printing the advice) in a fresh interpreter with ``NUMPY_MADVISE_HUGEPAGE``
+    set to ``env`` (None: unset); the advice it printed."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
     if env is not None:
         environ["NUMPY_MADVISE_HUGEPAGE"] = env
-    probe = PROBE.format(module=module, multiarray=MULTIARRAY)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == expected
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("module", ["cli", "node.cli"])
+@pytest.mark.parametrize(("env", "expected"), [(None, "False"), ("1", "True"), ("0", "False")])
+def test_cli_turns_huge_pages_off_unless_the_environment_says(module: str, env: str | None, expected: str) -> None:
+    assert _advice_after(PROBE.format(module=module, multiarray=MULTIARRAY), env) == expected
 
 
 def test_the_library_leaves_an_embedding_process_alone() -> None:
     probe = f"{MULTIARRAY}\nimport litseg.runtime\nprint(multiarray._set_madvise_hugepage(True))"
-    environ = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environ, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "True"  # numpy's default, untouched by importing litseg
+    assert _advice_after(probe, None) == "True"  # numpy's default, untouched by importing litseg

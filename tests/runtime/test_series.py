@@ -180,10 +180,16 @@ def test_prefetch_reads_files_into_the_page_cache_ahead_and_never_blocks(tmp_pat
     assert _resident_bytes(data) >= series_files.HEADER_BYTES  # at least the header, read without a read
 
 
-def _pydicom_stored(path: Path) -> np.ndarray:
+def _assert_read_directly_as_pydicom_decodes(path: Path) -> None:
+    """The file's slice takes the direct read, and it gives pydicom's decoder's array (dtype, shape, values)."""
+    cand = series_files.read_file(path)
+    assert cand is not None
+    fast = series_pixels._native_stored(cand)
+    assert fast is not None, "the plain case takes the direct read"
     ds = pydicom.dcmread(path)
-    array, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds)
-    return array
+    expected, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds)
+    assert fast.dtype == expected.dtype and fast.shape == expected.shape
+    assert np.array_equal(fast, expected)
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -200,15 +206,8 @@ def test_plain_slices_are_read_from_the_file_exactly_as_pydicom_decodes_them(
             words = np.frombuffer(ds.PixelData, dtype=np.uint16).copy()
             words[k::7] |= 0xA000
             ds.PixelData = words.tobytes()
-    paths = write_series(datasets, tmp_path)
-    for path in paths:
-        cand = series_files.read_file(path)
-        assert cand is not None
-        fast = series_pixels._native_stored(cand)
-        assert fast is not None, "the plain case takes the direct read"
-        expected = _pydicom_stored(path)
-        assert fast.dtype == expected.dtype and fast.shape == expected.shape
-        assert np.array_equal(fast, expected)
+    for path in write_series(datasets, tmp_path):
+        _assert_read_directly_as_pydicom_decodes(path)
     series = read_series(tmp_path)
     assert series.volume.shape_zyx == (3, 256, 200)
 
@@ -219,7 +218,7 @@ def test_direct_read_leaves_every_other_case_to_pydicom(tmp_path: Path) -> None:
     (path, *_) = write_series(datasets, tmp_path, shuffle_seed=None)
     cand = series_files.read_file(path)
     assert cand is not None and series_pixels._native_stored(cand) is not None
-    # in-memory datasets, small slices read with the header, and 8-bit data: pydicom's decoder
+    # in-memory datasets and small slices read with the header: pydicom's decoder
     assert series_pixels._native_stored(series_files.classify(datasets[0], "<dataset 0>")) is None
     small = write_series(make_series(GEO), tmp_path / "small")[0]
     assert series_pixels._native_stored(series_files.read_file(small)) is None  # type: ignore[arg-type]
@@ -233,10 +232,5 @@ def test_direct_read_leaves_every_other_case_to_pydicom(tmp_path: Path) -> None:
 
 
 def test_real_ct_reads_the_same_through_the_direct_read(real_ct: Path) -> None:
-    for path in sorted((real_ct / "dicom").iterdir()):
-        cand = series_files.read_file(path)
-        assert cand is not None
-        fast = series_pixels._native_stored(cand)
-        assert fast is not None  # GE, Implicit VR Little Endian, 16 bits
-        expected = _pydicom_stored(path)
-        assert fast.dtype == expected.dtype and np.array_equal(fast, expected)
+    for path in sorted((real_ct / "dicom").iterdir()):  # GE, Implicit VR Little Endian, 16 bits
+        _assert_read_directly_as_pydicom_decodes(path)
