@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litseg.train.trainer import _Logits, autocast_dtype, training_step
-from litseg.train.unet import UNet
+from litseg.train.fit.trainer import _Logits, autocast_dtype, training_step
+from litseg.train.fit.unet import UNet
 
 WEIGHTS = torch.tensor([0.3, 1.4, 1.4])
 

@@ -142,7 +142,7 @@ def environment(check: Check) -> dict[str, Any]:
 
 
 def standin_model(check: Check) -> dict[str, Any]:
-    from benchmarks.onnx_unet import unet_from_onnx
+    from litseg.export.onnx_unet import unet_from_onnx
 
     rebuilt = unet_from_onnx(check.args.model)
     check.state["standin"] = rebuilt

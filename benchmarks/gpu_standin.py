@@ -1,7 +1,7 @@
 """The exported network through PyTorch: a stand-in for onnxruntime's CUDA provider in the GPU check.
 
 Where the GPU machine's onnxruntime has no CUDA provider, :mod:`benchmarks.gpu_check` rebuilds the bundled
-model in PyTorch (:mod:`benchmarks.onnx_unet`) and measures it here: the model's throughput on resident
+model in PyTorch (:mod:`litseg.export.onnx_unet`) and measures it here: the model's throughput on resident
 data (:func:`throughput`), and whole volumes with litseg's test-time shifts (:func:`predict_volume`, the
 same arithmetic as ``litseg.runtime.Model.predict_volume``, on the device, fixed batch shape with the last
 batch padded). :class:`TorchModel` lets ``litseg.runtime.segment`` run end to end with the model on the

@@ -69,7 +69,7 @@ def cached_series(slices: int, rows: int = 512, cache: Path = CACHE) -> BenchSer
 def _generate(slices: int, rows: int, folder: Path) -> None:
     # Imported here: only a cache miss needs the phantom (litseg.train, scipy); a hit needs nothing.
     from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, write_datasets
-    from litseg.train.phantom import PhantomOptions, generate_case
+    from litseg.train.phantom.case import PhantomOptions, generate_case
 
     start = time.perf_counter()
     print(f"[bench-data] generating {folder.name} (once; cached in {folder.parent}) ...", flush=True)

@@ -20,8 +20,8 @@ from litseg.runtime.model import (
     VERSION_METADATA_KEY,
 )
 from litseg.runtime.spec import SPEC_METADATA_KEY
-from litseg.train.data import data_summary, patient_split, read_info
-from litseg.train.trainer import Checkpoint, TrainConfig, load_checkpoint
+from litseg.train.fit.dataset import data_summary, patient_split, read_info
+from litseg.train.fit.trainer import Checkpoint, TrainConfig, load_checkpoint
 
 from .onnx_export import ExportError, MeanProbabilities, export_onnx, to_fp16
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from .pipeline import run_model
 from .plausibility import Plausibility, assess
 from .postprocess import Measurements, measure, postprocess_labels
 from .series import DicomSeries, SeriesSource, read_series
+from .version import litseg_version
 from .volume import Volume
 from .write import AlgorithmInfo, build_seg, write_json
 
@@ -61,13 +61,6 @@ OUTPUT_FILES: dict[str, str] = {
 DEFAULT_FORMATS: tuple[str, ...] = ("seg", "nifti", "json")
 
 ProgressCallback = Callable[[str, int, int], None]
-
-
-def litseg_version() -> str:
-    try:
-        return metadata.version("litseg")
-    except metadata.PackageNotFoundError:  # running from a source tree without install
-        return "0+unknown"
 
 
 @dataclass(frozen=True)

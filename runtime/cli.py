@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import errors, kernels
-from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, release_pixels, segment, write_results
+from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, release_pixels, segment, write_results
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 from .pages import prefer_small_pages
+from .version import litseg_version
 
 #: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
 DEFAULT_OUT_ROOT = Path("litseg-out")

@@ -1,7 +1,7 @@
 """Console-script entry points of the training and export tools that say which extra is missing.
 
 ``pip install litseg`` installs the runtime only, yet every console script is installed. Importing
-``litseg.train.trainer`` without PyTorch would end in an ImportError traceback; these launchers import the
+``litseg.train.fit.trainer`` without PyTorch would end in an ImportError traceback; these launchers import the
 tool lazily and, when a package of its extra is missing, print the install command and exit with
 :data:`EXIT_MISSING_EXTRA`. Nothing heavy is imported here.
 """
@@ -35,19 +35,19 @@ def _launch(prog: str, module: str, argv: Sequence[str] | None) -> int:
 
 
 def train(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-train", "litseg.train.trainer", argv)
+    return _launch("litseg-train", "litseg.train.fit.trainer", argv)
 
 
 def prepare(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-prepare", "litseg.train.prepare", argv)
+    return _launch("litseg-prepare", "litseg.train.data.prepare", argv)
 
 
 def phantom(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-phantom", "litseg.train.phantom", argv)
+    return _launch("litseg-phantom", "litseg.train.phantom.case", argv)
 
 
 def evaluate(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-eval", "litseg.train.evaluate", argv)
+    return _launch("litseg-eval", "litseg.train.evaluate.metrics", argv)
 
 
 def export(argv: Sequence[str] | None = None) -> int:
@@ -55,8 +55,8 @@ def export(argv: Sequence[str] | None = None) -> int:
 
 
 def prepare_real(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-prepare-real", "litseg.train.prepare_real", argv)
+    return _launch("litseg-prepare-real", "litseg.train.data.prepare_real", argv)
 
 
 def eval_slices(argv: Sequence[str] | None = None) -> int:
-    return _launch("litseg-eval-slices", "litseg.train.evaluate_slices", argv)
+    return _launch("litseg-eval-slices", "litseg.train.evaluate.slices", argv)

@@ -11,7 +11,7 @@ BIN=${BIN:-.venv/bin}
 WORK=${WORK:-build/models}
 # Real slices (never copied into the repository; see ../shared/data/README.md for provenance and licences):
 # MSD (LiTS17 volumes) for training and validation, split by patient 100 / 22 (fixed, in
-# litseg.train.real_slices); IRCAD (another hospital) for one test at the very end, never for a choice.
+# litseg.train.data.real_slices); IRCAD (another hospital) for one test at the very end, never for a choice.
 SHARED=${SHARED:-../shared/data}
 MSD=${MSD:-$SHARED/msd-liver-slices}
 IRCAD=${IRCAD:-$SHARED/ircad-liver-slices}
@@ -53,7 +53,7 @@ MEMBERS=${MEMBERS:-1}
 # global 0.822/0.845/0.859/0.854 (0.4 models, window -200..300).
 TUMOR_MARGIN_MM=${TUMOR_MARGIN_MM:-2}
 # Tumor components under this volume become liver (litseg-run's small-tumor filter, written into the model's
-# metadata). Chosen for the 0.6.0 liver-tumor model with python -m litseg.train.calibrate_postprocess on the
+# metadata). Chosen for the 0.6.0 liver-tumor model with python -m litseg.train.evaluate.calibrate on the
 # same 20 fresh phantoms, one pass, 2 mm margin, from 0 / 0.2 / 0.5 / 1 mL: tumor Dice per case 0.564 /
 # 0.566 / 0.568 / 0.574, lesion precision 0.080 / 0.278 / 0.452 / 0.609 at recall 0.294 / 0.294 / 0.275 /
 # 0.275 (1 mL is a sphere of 12 mm; the model finds no lesion under 10 mm anyway): the best tumor Dice, at the
@@ -78,11 +78,11 @@ MODELS=${MODELS:-runtime/models}
 # separately trained base-8 liver model (0.95 Dice) in a fifth of the time. Training steps run in bf16 with
 # channels-last on CPUs with native bf16 (AMX / AVX512-BF16: 2.4x the fp32 step rate), which buys
 # 6 x 12000 patches in the hour instead of 5 x 6000. A CPU without native bf16 trains in fp32: the recipe
-# prints its estimate first (python -m litseg.train.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
+# prints its estimate first (python -m litseg.train.fit.step_timing); on a 2-core AMD EPYC without AVX512-BF16,
 # shared with other work, it measured 0.10-0.40 s per 160x160 patch: 2.2-7 h for 6 x 12000 patches.
 # So the bundled models are fine-tuned, not trained from scratch: the first liver-tumor phase starts from
 # the previous models' weights (INIT_FROM_REV: the git revision whose runtime/models/liver-tumor.onnx is
-# turned into a checkpoint by python -m litseg.train.init_checkpoint; empty trains from scratch). 0.5.0:
+# turned into a checkpoint by python -m litseg.export.init_checkpoint; empty trains from scratch). 0.5.0:
 # from 0.4.0 (cffb4ef) with 2 x 2500 patches, one epoch of 200 whole slices and the liver model 600
 # patches (PATCHES=2500 EPOCHS_1=2 SLICES_2=200 PATCHES_LIVER=600), 23 min of training; 0.6.0 (these
 # defaults): from 0.5.0 (224af94) with 3 x 10000 patches, 400 whole slices and 3000 liver patches, 67 min of
@@ -122,7 +122,7 @@ for task in liver-tumor liver; do
   [ "$(model_version "$MODELS/$task.onnx")" = "$VERSION" ] && continue
   for source in msd ircad; do
     folder=$MSD; [ "$source" = ircad ] && folder=$IRCAD
-    [ -f "$WORK/eval-$source-$task-baseline.json" ] || "${PY[@]}" litseg.train.evaluate_slices "$MODELS/$task.onnx" \
+    [ -f "$WORK/eval-$source-$task-baseline.json" ] || "${PY[@]}" litseg.train.evaluate.slices "$MODELS/$task.onnx" \
       "$source" "$folder" --split val --json "$WORK/eval-$source-$task-baseline.json" > /dev/null
   done
 done
@@ -141,13 +141,13 @@ for task in liver-tumor liver; do
     "$BIN/litseg-prepare" "$WORK/train" --out "$WORK/$task.h5" --task "$task" --window-hu "$WINDOW" \
       --empty-fraction "$EMPTY_FRACTION"
   [ -f "$WORK/msd-$task.h5" ] || \
-    "${PY[@]}" litseg.train.prepare_real msd "$MSD" --out "$WORK/msd-$task.h5" --task "$task" --window-hu "$WINDOW"
+    "${PY[@]}" litseg.train.data.prepare_real msd "$MSD" --out "$WORK/msd-$task.h5" --task "$task" --window-hu "$WINDOW"
 done
 
 # --- training (first: this machine's speed, scaled to the run; the hour above was measured with native bf16)
 if [ ! -d "$WORK/run-liver-tumor" ] && [ "${ESTIMATE:-1}" = 1 ]; then
   echo "recipe: training time on this machine (validation not counted):" >&2
-  "${PY[@]}" litseg.train.step_timing --base "$BASE" --threads "$THREADS" \
+  "${PY[@]}" litseg.train.fit.step_timing --base "$BASE" --threads "$THREADS" \
     --samples "$PATCH:$((PATCHES * EPOCHS_1 * MEMBERS + PATCHES_LIVER * EPOCHS_LIVER))" \
     --samples "256:$((SLICES_2 * MEMBERS))" >&2
 fi
@@ -170,7 +170,7 @@ init=()
 if [ -n "$INIT_FROM_REV" ]; then
   [ -f "$WORK/init-$INIT_FROM_REV.pt" ] || {
     git show "$INIT_FROM_REV:runtime/models/liver-tumor.onnx" > "$WORK/init-$INIT_FROM_REV.onnx"
-    "${PY[@]}" litseg.train.init_checkpoint "$WORK/init-$INIT_FROM_REV.onnx" --out "$WORK/init-$INIT_FROM_REV.pt"
+    "${PY[@]}" litseg.export.init_checkpoint "$WORK/init-$INIT_FROM_REV.onnx" --out "$WORK/init-$INIT_FROM_REV.pt"
   }
   init=(--init "$WORK/init-$INIT_FROM_REV.pt")
 fi
@@ -218,9 +218,9 @@ for task in liver-tumor liver; do
       --out "$WORK/run-out/negative-$task-$n" --overwrite --formats json --quiet
     reports+=("$WORK/run-out/negative-$task-$n/report.json")
   done
-  "${PY[@]}" litseg.train.evaluate_negatives "${reports[@]}" --manifest "$WORK/negatives/phantom-manifest.json" \
+  "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/negatives/phantom-manifest.json" \
     --json "$WORK/eval-negatives-$task.json" > /dev/null
-  "${PY[@]}" litseg.train.evaluate_slices "$MODELS/$task.onnx" msd "$MSD" --split val \
+  "${PY[@]}" litseg.train.evaluate.slices "$MODELS/$task.onnx" msd "$MSD" --split val \
     --json "$WORK/eval-msd-$task.json" > /dev/null
 done
 
@@ -238,9 +238,9 @@ notes() {  # task
   fi
 }
 for task in liver-tumor liver; do
-  "${PY[@]}" litseg.train.evaluate_slices "$MODELS/$task.onnx" ircad "$IRCAD" --json "$WORK/eval-ircad-$task.json" \
+  "${PY[@]}" litseg.train.evaluate.slices "$MODELS/$task.onnx" ircad "$IRCAD" --json "$WORK/eval-ircad-$task.json" \
     > /dev/null
-  "${PY[@]}" litseg.train.model_card --task "$task" --work "$WORK" --model "$MODELS/$task.onnx" \
+  "${PY[@]}" litseg.train.evaluate.model_card --task "$task" --work "$WORK" --model "$MODELS/$task.onnx" \
     --out "$MODELS/$task.md" --notes "$(notes "$task")"
 done
 echo "models and cards in $MODELS"

@@ -13,8 +13,8 @@ from litseg.runtime.geometry import Reorientation
 from litseg.runtime.plausibility import assess
 from litseg.runtime.series import read_series
 from litseg.runtime.volume import Volume
-from litseg.train.nrrd import read_nrrd
-from litseg.train.phantom import PhantomCase, PhantomOptions, generate_case
+from litseg.train.data.nrrd import read_nrrd
+from litseg.train.phantom.case import PhantomCase, PhantomOptions, generate_case
 from tests.head_ct import head_ct
 
 # 3 mm slices keep whole regions at a few dozen slices; 160 x 160 keeps each case under a second or two

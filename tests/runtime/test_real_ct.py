@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from litseg.runtime.series import read_series
-from litseg.train.nrrd import read_nrrd
+from litseg.train.data.nrrd import read_nrrd
 
 
 def test_real_series_positions_hu_and_padding(real_ct: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from litseg.runtime import Model, RunConfig, default_model_path, segment
 from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets
-from litseg.train.phantom import PhantomOptions, generate_case
+from litseg.train.phantom.case import PhantomOptions, generate_case
 
 
 @pytest.fixture(scope="module")
