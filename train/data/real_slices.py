@@ -78,7 +78,11 @@ class RealSlice:
         The anatomical verdict of this slice alone (its transform may differ from ``transform`` when the
         patient's pooled verdict overruled it).
     hu_map
-        The estimated grey -> HU map (IRCAD); None where the grey is HU (MSD).
+        The estimated grey -> HU map (IRCAD); None where the grey is HU (MSD) or the map is a collection's
+        (lits-tumor: :mod:`.lits_tumor`).
+    tumor
+        bool ``(h, w)``: tumor, canonical, where the source labels it apart from the liver (lits-tumor);
+        None where it does not (MSD merges liver and tumor, IRCAD's masks hold liver only).
     """
 
     source: str
@@ -90,6 +94,7 @@ class RealSlice:
     transform: Reorientation
     orientation: so.Orientation
     hu_map: LinearMap | None = None
+    tumor: npt.NDArray[np.bool_] | None = None
 
     @property
     def agrees(self) -> bool:
