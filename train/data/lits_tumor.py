@@ -84,6 +84,8 @@ WIDE_WINDOW = Window(200.0, 60.0)
 BELOW_WINDOW_HU = -100.0
 #: What a pixel above both windows reads (the wide window's top; see the module docstring).
 ABOVE_WINDOW_HU = WIDE_WINDOW.high_hu
+#: What those pixels show the orientation cues (dense: above :data:`.orientation.DENSE_HU`).
+DENSE_CUE_HU = 1000.0
 #: Grey levels from a window's ends within which a channel counts as saturated (JPEG rings by a few levels).
 SATURATION_MARGIN = 6.0
 #: How far the measured channel relation may lie from the windows' before the export is refused.
@@ -233,7 +235,10 @@ def load_lits_tumor(folder: Path, volumes: set[int] | None = None, check: bool =
         for r in entries:
             labels = _labels(r.mask)
             hu = hu_of(_rgb(r.image))
-            own = so.recover(hu, labels > 0) if (labels > 0).any() else None
+            # The spine and table cues look for dense pixels (>= 250 HU), which read 160 HU here: every pixel
+            # above the windows is dense for them (bone, contrast, kidney: what that cue counts anyway).
+            cue_hu = np.where(hu >= ABOVE_WINDOW_HU, DENSE_CUE_HU, hu)
+            own = so.recover(cue_hu, labels > 0) if (labels > 0).any() else None
             loaded.append((r, hu, labels, own))
         verdicts = [own.scores for _, _, _, own in loaded if own is not None]
         # A volume without liver (LiTS 25, a pelvis) has no liver cue: the README's radiological view stands.

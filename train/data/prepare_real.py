@@ -1,12 +1,14 @@
-"""``litseg-prepare-real``: real CT slice collections (MSD, IRCAD) -> the HDF5 set ``litseg-train`` reads.
+"""``litseg-prepare-real``: real CT slice collections (MSD, IRCAD, lits-tumor) -> the HDF5 set ``litseg-train`` reads.
 
 Each slice is put in the canonical orientation and mapped to HU by :mod:`.real_slices`, then goes
 through the runtime's own :func:`~litseg.runtime.preprocess.preprocess` (window of the spec, resampling
 to its size), exactly as a DICOM slice of that HU would at inference. Masks: ``liver`` task 1 = liver;
-``liver-tumor`` task 3 = liver-or-tumor (the sources do not tell the two apart; see
-:data:`~.h5set.LIVER_OR_TUMOR`). Patients are cases (``msd-10001``, ``ircad-10001``); the MSD set records
-its fixed split (``case_split``: 100 ``train`` / 22 ``val`` patients); an IRCAD set is marked
-``use = "test"`` and ``litseg-train`` refuses it.
+``liver-tumor`` task 3 = liver-or-tumor where the source does not tell the two apart (MSD, IRCAD; see
+:data:`~.h5set.LIVER_OR_TUMOR`), and the full labels 1 = liver, 2 = tumor where it does (lits-tumor, whose
+liver-free slices are kept as real negatives). Patients are cases (``msd-10001``, ``ircad-10001``,
+``lits-3``); the MSD set records its fixed split (``case_split``: ``train`` / ``val`` patients), the
+lits-tumor set its training volumes as ``train`` and its selection volumes as ``val`` (its test volumes are
+never read); an IRCAD set is marked ``use = "test"`` and ``litseg-train`` refuses it.
 
 The slices have no pixel spacing (the whole field of view was resized by their source, as the runtime
 resizes it), so ``case_spacing_mm`` is NaN.
@@ -33,20 +35,25 @@ from litseg.runtime.spec import TASK_CLASSES, PreprocessSpec
 from litseg.runtime.volume import Volume
 
 from .h5set import LIVER_OR_TUMOR, H5Set
+from .lits_tumor import LITS_TUMOR, TEST_VOLUMES, load_lits_tumor, rows, split_of
 from .prepare import add_window_flag, resample_labels
-from .real_slices import IRCAD, MSD, SOURCES, RealSlice, load, msd_split
+from .real_slices import IRCAD, MSD, RealSlice, load, msd_split
 
 log = logging.getLogger(__name__)
 
 #: The window of the models trained with real slices: MSD keeps HU only within 0..255, so a window inside
 #: it makes MSD slices and runtime input of the same tissue identical (grey g -> input g / 255).
 REAL_WINDOW_HU = (0.0, 255.0)
+SOURCES = (MSD, IRCAD, LITS_TUMOR)
 PROVENANCE = {
     MSD: "msd-liver-slices: Medical Segmentation Decathlon Task03 Liver (LiTS17 volumes; CC-BY-SA 4.0), slices "
     "from sarah-antillia/Image-Segmentation-Liver-Tumor (Apache-2.0; its README names the data licence as "
     "ODC DbCL 1.0)",
     IRCAD: "ircad-liver-slices: 3D-IRCADb-01, slices from sarah-antillia/TensorFlow-FlexUNet-Image-Segmentation-"
     "IRCAD-Digestive-Cancer-Liver (Apache-2.0; derived data CDLA-Sharing-1.0); test only",
+    LITS_TUMOR: "lits-tumor-slices: LiTS17 training volumes (Bilic et al., MedIA 2023; the Medical Segmentation "
+    "Decathlon Task03 releases them under CC-BY-SA 4.0, the LiTS challenge states CC BY-NC-SA), slices from "
+    "jobs-code/Liver-Tumor-Segmentation-using-Transunet (no licence file); training and selection volumes only",
 }
 
 
@@ -87,10 +94,37 @@ def model_input(slices: Sequence[RealSlice], spec: PreprocessSpec) -> npt.NDArra
     return np.asarray(preprocess(Volume(hu, np.eye(4)), spec).image.array, dtype=np.float32)
 
 
+def slice_labels(s: RealSlice, task: str) -> npt.NDArray[np.uint8]:
+    """A slice's label values for ``task``: its own tumor label where it has one, else the merged liver."""
+    labels = s.liver.astype(np.uint8)
+    if s.tumor is not None and task != "liver":
+        labels[s.tumor] = 2
+        return labels
+    return labels * np.uint8(slice_label(task))
+
+
 def model_masks(slices: Sequence[RealSlice], spec: PreprocessSpec) -> npt.NDArray[np.uint8]:
-    """The slices' liver masks on the model grid, as label values of the task."""
-    labels = np.stack([s.liver for s in slices]).astype(np.uint8) * np.uint8(slice_label(spec.task))
-    return resample_labels(np.ascontiguousarray(labels), int(labels.max()) + 1, spec.target_shape_yx)
+    """The slices' labels on the model grid, as label values of the task."""
+    labels = np.stack([slice_labels(s, spec.task) for s in slices])
+    return resample_labels(np.ascontiguousarray(labels), max(int(labels.max()) + 1, 2), spec.target_shape_yx)
+
+
+def load_source(source: str, folder: Path) -> list[RealSlice]:
+    """The slices a training set of ``source`` may hold (lits-tumor: never its test volumes)."""
+    if source != LITS_TUMOR:
+        return load(source, folder)
+    usable = {r.volume for r in rows(folder)} - set(TEST_VOLUMES)
+    return load_lits_tumor(folder, volumes=usable)
+
+
+def case_split(source: str, patient: str) -> str:
+    """The recorded split of a patient: MSD's fixed one, lits-tumor's training / selection volumes."""
+    number = int(patient.split("-")[1])
+    if source == MSD:
+        return msd_split(number)
+    if source == LITS_TUMOR:
+        return "val" if split_of(number) == "selection" else "train"
+    return "test"
 
 
 def _notes(slices: Sequence[RealSlice]) -> dict[str, object]:
@@ -112,12 +146,13 @@ def _notes(slices: Sequence[RealSlice]) -> dict[str, object]:
 
 def prepare_real(config: RealPrepareConfig, progress: bool = False) -> dict[str, object]:
     """Write the HDF5 set; returns a summary (slices, cases, split, orientation confidence)."""
-    slices = load(config.source, config.folder)
+    slices = load_source(config.source, config.folder)
     by_patient: dict[str, list[RealSlice]] = defaultdict(list)
     for s in slices:
         by_patient[s.patient].append(s)
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    attrs: dict[str, object] = {"provenance": PROVENANCE[config.source], "partial_label": config.spec.task != "liver"}
+    partial = config.spec.task != "liver" and config.source != LITS_TUMOR
+    attrs: dict[str, object] = {"provenance": PROVENANCE[config.source], "partial_label": partial}
     if config.source == IRCAD:
         attrs["use"] = "test"
     h5 = H5Set(config.out, config.spec, config.folder.name, attrs)
@@ -128,7 +163,7 @@ def prepare_real(config: RealPrepareConfig, progress: bool = False) -> dict[str,
             masks = model_masks(group, config.spec)
             indices = np.array([s.slice_index for s in group], dtype=np.int64)
             h5.append(patient, images, masks, indices, (float("nan"),) * 3, _notes(group))
-            splits.append(msd_split(int(patient.split("-")[1])) if config.source == MSD else "test")
+            splits.append(case_split(config.source, patient))
         h5.finish({"case_split": splits, "case_source": [config.source] * len(splits)})
     except BaseException:
         h5.abort()
@@ -150,9 +185,14 @@ def prepare_real(config: RealPrepareConfig, progress: bool = False) -> dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="litseg-prepare-real",
-        description="Prepare a real CT slice collection (msd-liver-slices or ircad-liver-slices) as an HDF5 set.",
+        description="Prepare a real CT slice collection (msd-liver-slices, lits-tumor-slices or "
+        "ircad-liver-slices) as an HDF5 set.",
     )
-    parser.add_argument("source", choices=SOURCES, help="msd (training/validation) or ircad (test only)")
+    parser.add_argument(
+        "source",
+        choices=SOURCES,
+        help="msd (training/validation), lits-tumor (training/selection) or ircad (test only)",
+    )
     parser.add_argument("folder", type=Path, help="the collection's folder (holding images/ and masks/)")
     parser.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
     parser.add_argument("--task", choices=sorted(TASK_CLASSES), default="liver-tumor")
