@@ -133,11 +133,11 @@ class Augment:
     probability: float = 0.8
 
     @classmethod
-    def for_window(cls, window_hu: tuple[float, float]) -> Augment:
+    def for_window(cls, window_hu: tuple[float, float], scale: tuple[float, float] = (0.9, 1.1)) -> Augment:
         """The default augmentation with the brightness shift (+-40 HU) and noise (20 HU) kept in HU for
-        this window (the defaults are written for the 500 HU window -200..300)."""
+        this window (the defaults are written for the 500 HU window -200..300), zoomed within ``scale``."""
         units_per_hu = 1.0 / (window_hu[1] - window_hu[0])
-        return cls(shift=40.0 * units_per_hu, noise_sd=20.0 * units_per_hu)
+        return cls(shift=40.0 * units_per_hu, noise_sd=20.0 * units_per_hu, scale=scale)
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, g: torch.Generator

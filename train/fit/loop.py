@@ -110,6 +110,14 @@ def validate(
     return columns, float(np.mean(finite)) if finite else float("nan")
 
 
+def _same_run(before: TrainConfig, now: TrainConfig) -> bool:
+    """Whether ``now`` continues the run of ``before`` rather than starting a new phase on its weights."""
+    ignored = ("resume", "init", "workers")
+    return {k: v for k, v in vars(before).items() if k not in ignored} == {
+        k: v for k, v in vars(now).items() if k not in ignored
+    }
+
+
 def train(config: TrainConfig, progress: bool = False) -> Path:
     """Run training; returns the path of the best checkpoint (by the validation score: mean foreground Dice,
     averaged over the sets)."""
@@ -135,6 +143,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     out = Path(config.out)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    schedule_start = 0  # the epoch the lr schedule counts from: a new phase decays over the epochs it adds
     best = -math.inf  # a resumed run replaces the best checkpoint only with a better epoch
     if config.init and not config.resume:
         skipped = init_from(model, load_checkpoint(config.init).model)
@@ -148,6 +157,10 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
             for group in optimizer.param_groups:  # the run's own lr applies from here on (a schedule by resuming)
                 group["lr"] = config.lr
         start_epoch = ckpt.epoch
+        # The same run interrupted (same epochs, lr and schedule) goes on along its own schedule, so that an
+        # interrupted run ends where the uninterrupted one would; a resume with new settings is a new phase.
+        if not _same_run(ckpt.config, config):
+            schedule_start = start_epoch
         history = list(ckpt.metrics.get("history", []))
         best = float(ckpt.metrics.get("best_val_mean_fg_dice", -math.inf))
     net: torch.nn.Module = _Logits(model)
@@ -190,7 +203,7 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
         steps = max(len(loader), 1)
         batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
         for step, (image, mask) in enumerate(batches):
-            done = (epoch - start_epoch + step / steps) / (config.epochs - start_epoch)
+            done = (epoch - schedule_start + step / steps) / (config.epochs - schedule_start)
             for group in optimizer.param_groups:
                 group["lr"] = scheduled_lr(config.lr, config.lr_schedule, done)
             image, mask = image.to(device, memory_format=torch.channels_last), mask.to(device)

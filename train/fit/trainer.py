@@ -115,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fraction of patches centred on the rarest class in the slice (tumor, else liver)",
     )
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument(
+        "--augment-scale",
+        default=",".join(f"{v:g}" for v in TrainConfig.augment_scale),
+        help="zoom range of the augmentation, LOW,HIGH (> 1 enlarges); e.g. 0.8,1.35 spans the fields of view "
+        "scanners reconstruct (300-500 mm)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument(
@@ -138,9 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = tuple(float(w) for w in args.class_weights.split(",")) if args.class_weights else None
         mix = tuple(float(m) for m in args.mix.split(",")) if args.mix else None
-        special = ("class_weights", "mix", "data")
+        scale = tuple(float(v) for v in args.augment_scale.split(","))
+        special = ("class_weights", "mix", "data", "augment_scale")
         values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in special}
-        config = TrainConfig(data=tuple(args.data), **values, class_weights=weights, mix=mix)
+        config = TrainConfig(data=tuple(args.data), **values, class_weights=weights, mix=mix, augment_scale=scale)
     except ValueError as exc:
         parser.error(str(exc))
     try:

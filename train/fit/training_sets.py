@@ -128,7 +128,7 @@ class MixedSlices(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __init__(self, sets: list[TrainingSet], config: TrainConfig) -> None:
         spec = sets[0].info.spec
-        augment = Augment.for_window(spec.window_hu) if config.augment else None
+        augment = Augment.for_window(spec.window_hu, config.augment_scale) if config.augment else None
         crop = Crop(config.crop, config.crop_foreground) if config.crop else None
         self.parts = [SliceDataset(s.path, s.train_idx, augment, config.seed, crop=crop) for s in sets]
         self.starts = [int(v) for v in np.cumsum([0, *[len(p) for p in self.parts[:-1]]])]

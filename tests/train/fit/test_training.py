@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,38 @@ def test_train_export_run_end_to_end(tiny_set: Path, tmp_path: Path) -> None:
 
     result = segment(make_series(SeriesGeometry(rows=64, columns=64, slices=4)), RunConfig(), model=model)
     assert result.labels.shape_zyx == (4, 64, 64)
+
+
+def test_an_interrupted_run_resumed_ends_where_the_uninterrupted_one_does(tiny_set: Path, tmp_path: Path) -> None:
+    """A training process SIGKILLed after its first epoch and resumed gives the uninterrupted run's weights and
+    losses (poly schedule, patches, augmentation: everything drawn from the seed and the epoch)."""
+    flags = [
+        *("--data", str(tiny_set), "--epochs", "3", "--batch-size", "4", "--base", "4", "--threads", "1"),
+        *("--slices-per-epoch", "96", "--val-fraction", "0.34", "--lr", "1e-3", "--lr-schedule", "poly"),
+        *("--crop", "32", "--crop-foreground", "0.5", "--augment-scale", "0.8,1.3"),
+    ]
+    trainer = [sys.executable, "-m", "litseg.train.fit.trainer", *flags]
+    subprocess.run([*trainer, "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=300)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*trainer, "--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not (cut / "log.json").is_file():
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(json.loads((cut / "log.json").read_text())) < 3, "the run finished before it could be killed"
+    resume = ["--out", str(cut), "--resume", str(cut / "checkpoint-last.pt")]
+    subprocess.run([*trainer, *resume], check=True, capture_output=True, timeout=300)
+    whole, resumed = (
+        load_checkpoint(tmp_path / "whole" / "checkpoint-last.pt"),
+        load_checkpoint(cut / "checkpoint-last.pt"),
+    )
+    assert whole.epoch == resumed.epoch == 3
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    losses = [[row["train_loss"] for row in c.metrics["history"]] for c in (whole, resumed)]
+    assert losses[0] == losses[1]
 
 
 def test_checkpoints_refuse_arbitrary_pickles(tmp_path: Path) -> None:
