@@ -144,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = tuple(float(w) for w in args.class_weights.split(",")) if args.class_weights else None
         mix = tuple(float(m) for m in args.mix.split(",")) if args.mix else None
-        scale = tuple(float(v) for v in args.augment_scale.split(","))
+        zoom = [float(v) for v in args.augment_scale.split(",")]
+        if len(zoom) != 2:
+            raise ValueError(f"--augment-scale needs two zoom factors LOW,HIGH; got {args.augment_scale!r}")
+        scale = (zoom[0], zoom[1])
         special = ("class_weights", "mix", "data", "augment_scale")
         values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in special}
         config = TrainConfig(data=tuple(args.data), **values, class_weights=weights, mix=mix, augment_scale=scale)
