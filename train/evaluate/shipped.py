@@ -10,10 +10,10 @@ the series' own grid (checked against the written geometry) and are scored slice
 lits-tumor, volume by volume (:mod:`.shipped_scores`).
 
 Sets (``--set``), from the fixed splits: lits-tumor ``test`` (LiTS 5, 10, 16, 48), ``selection`` (9, 22, 50),
-``train`` (the others); ``report`` is the set figures are reported on (lits-tumor: test; IRCAD: all of it).
-MSD: ``selection`` is the 22 fixed validation patients (``MSD_VALIDATION_CASES``), ``train`` the others;
-its clean split (``report``, ``excluded``) comes with :mod:`..data.patients`. IRCAD is a test set only
-(``test``, ``report``, ``all``).
+``train`` (the others); ``report`` is the set figures are reported on (lits-tumor: test; IRCAD: all of it;
+MSD: its clean report part). MSD follows the clean split of :mod:`..data.patients` (``test`` = ``report``,
+``selection``, ``train``, and ``excluded``: the MSD patients who are IRCAD patients or lits-tumor test
+volumes, reportable only as their own group). IRCAD is a test set only (``test``, ``report``, ``all``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from litseg.runtime.write import strict_json
 
 from ..data.lits_tumor import LITS_TUMOR, load_lits_tumor, split_of
 from ..data.lits_tumor import rows as lits_rows
-from ..data.real_slices import IRCAD, MSD, MSD_VALIDATION_CASES, RealSlice, load_ircad, load_msd, msd_files
+from ..data.patients import MSD_EXCLUDED, MSD_REPORT, MSD_SELECTION
+from ..data.real_slices import IRCAD, MSD, RealSlice, load_ircad, load_msd, msd_files
 from . import shipped_scores as scores
 from . import shipped_series as geometry
 from .shipped_series import ShippedSeries
@@ -70,13 +71,9 @@ def select(source: str, folder: Path, set_name: str, patients: Sequence[str] = (
         _only(patients, {s.patient: 0 for s in slices}, source, set_name)  # names the unknown ones
         slices = [s for s in slices if not patients or s.patient in patients]
     elif source == MSD:
-        if set_name in ("test", "report", "excluded"):
-            raise InputError(
-                f"MSD has no clean {set_name} part in this tree yet (train/data/patients.py); "
-                "use --set selection, train or all"
-            )
         cases = {case for case, _ in msd_files(folder)}
-        members = {c for c in cases if set_name == "all" or msd_set(c) == set_name}
+        wanted = "report" if set_name == "test" else set_name
+        members = {c for c in cases if wanted == "all" or msd_set(c) == wanted}
         slices = load_msd(folder, _only(patients, {f"msd-{c}": c for c in members}, source, set_name))
     else:
         raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
@@ -86,8 +83,12 @@ def select(source: str, folder: Path, set_name: str, patients: Sequence[str] = (
 
 
 def msd_set(case: int) -> str:
-    """``selection`` for the 22 fixed MSD validation patients (``MSD_VALIDATION_CASES``), ``train`` otherwise."""
-    return "selection" if case in MSD_VALIDATION_CASES else "train"
+    """The clean MSD split's part of a CASE (:mod:`..data.patients`): report, selection, excluded (IRCAD patients
+    and lits-tumor test volumes) or train."""
+    for name, members in (("report", MSD_REPORT), ("selection", MSD_SELECTION), ("excluded", MSD_EXCLUDED)):
+        if case in members:
+            return name
+    return "train"
 
 
 def _only(patients: Sequence[str], members: dict[str, int], source: str, set_name: str) -> set[int]:

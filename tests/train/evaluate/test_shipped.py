@@ -228,8 +228,8 @@ def test_the_models_post_processing_settings_change_the_scores(
     assert result["volumes"][0]["pred_tumor_voxels"] > 1.2 * default_tumor > 0
 
 
-def test_msd_sets_follow_the_fixed_split() -> None:
-    assert [shipped.msd_set(c) for c in (10002, 10001)] == ["selection", "train"]
+def test_msd_sets_follow_the_clean_split() -> None:
+    assert [shipped.msd_set(c) for c in (10008, 10002, 10003, 10001)] == ["report", "selection", "excluded", "train"]
 
 
 # ----- real data ----------------------------------------------------------------------------------------------
