@@ -6,9 +6,10 @@ to its size), exactly as a DICOM slice of that HU would at inference. Masks: ``l
 ``liver-tumor`` task 3 = liver-or-tumor where the source does not tell the two apart (MSD, IRCAD; see
 :data:`~.h5set.LIVER_OR_TUMOR`), and the full labels 1 = liver, 2 = tumor where it does (lits-tumor, whose
 liver-free slices are kept as real negatives). Patients are cases (``msd-10001``, ``ircad-10001``,
-``lits-3``); the MSD set records its fixed split (``case_split``: ``train`` / ``val`` patients), the
-lits-tumor set its training volumes as ``train`` and its selection volumes as ``val`` (its test volumes are
-never read); an IRCAD set is marked ``use = "test"`` and ``litseg-train`` refuses it.
+``lits-3``); the MSD set holds the training and selection patients of the clean split
+(:mod:`.patients`), recorded as ``train`` / ``val`` (``case_split``), the lits-tumor set its training
+volumes as ``train`` and its selection volumes as ``val``; neither holds a patient of a report or test set.
+An IRCAD set is marked ``use = "test"`` and ``litseg-train`` refuses it.
 
 The slices have no pixel spacing (the whole field of view was resized by their source, as the runtime
 resizes it), so ``case_spacing_mm`` is NaN.
@@ -36,8 +37,9 @@ from litseg.runtime.volume import Volume
 
 from .h5set import LIVER_OR_TUMOR, H5Set
 from .lits_tumor import LITS_TUMOR, TEST_VOLUMES, load_lits_tumor, rows, split_of
+from .patients import msd_role
 from .prepare import add_window_flag, resample_labels
-from .real_slices import IRCAD, MSD, RealSlice, load, msd_split
+from .real_slices import IRCAD, MSD, RealSlice, load
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +112,24 @@ def model_masks(slices: Sequence[RealSlice], spec: PreprocessSpec) -> npt.NDArra
 
 
 def load_source(source: str, folder: Path) -> list[RealSlice]:
-    """The slices a training set of ``source`` may hold (lits-tumor: never its test volumes)."""
-    if source != LITS_TUMOR:
-        return load(source, folder)
-    usable = {r.volume for r in rows(folder)} - set(TEST_VOLUMES)
-    return load_lits_tumor(folder, volumes=usable)
+    """The slices a set of ``source`` may hold: lits-tumor never its test volumes, MSD only its training
+    and selection patients of the clean split (:mod:`.patients`; never the report part, nor the patients who
+    are IRCAD patients or lits-tumor test volumes)."""
+    if source == LITS_TUMOR:
+        usable = {r.volume for r in rows(folder)} - set(TEST_VOLUMES)
+        return load_lits_tumor(folder, volumes=usable)
+    slices = load(source, folder)
+    if source == MSD:
+        return [s for s in slices if msd_role(int(s.patient.split("-")[1])) in ("train", "selection")]
+    return slices
 
 
 def case_split(source: str, patient: str) -> str:
-    """The recorded split of a patient: MSD's fixed one, lits-tumor's training / selection volumes."""
+    """The recorded split of a patient: ``train`` or ``val`` (selection) for MSD and lits-tumor, ``test``
+    for IRCAD."""
     number = int(patient.split("-")[1])
     if source == MSD:
-        return msd_split(number)
+        return "val" if msd_role(number) == "selection" else "train"
     if source == LITS_TUMOR:
         return "val" if split_of(number) == "selection" else "train"
     return "test"

@@ -45,9 +45,10 @@ _MSD_NAME = re.compile(r"^(mirrored|flipped)_(\d+)_(\d+)\.jpg$")
 _IRCAD_NAME = re.compile(r"^(\d+)_(\d+)\.png$")
 IRCAD_LIVER_RGB = (180, 40, 40)
 ROT180 = Reorientation(flip_y=True, flip_x=True)
-#: The fixed patient-wise validation split of MSD: 22 of the 122 patients (CASE numbers of the file
-#: names), the first 22 of ``numpy.random.default_rng(13).permutation`` of the 122 sorted case numbers,
-#: recorded here so that it never moves. The other 100 patients are for training.
+#: The 0.5 and 0.6 models' patient-wise validation split of MSD: 22 of the 122 patients (CASE numbers of
+#: the file names), the first 22 of ``numpy.random.default_rng(13).permutation`` of the 122 sorted case
+#: numbers; those models trained on the other 100. Kept because only these 22 were never trained on by
+#: them; the clean split that replaced it (which patients train, select and report) is :mod:`.patients`'.
 MSD_VALIDATION_CASES: tuple[int, ...] = (
     10002, 10008, 10014, 10016, 10018, 10023, 10026, 10031, 10035, 10038, 10053,
     10057, 10061, 10068, 10071, 10079, 10088, 10094, 10102, 10104, 10110, 10112,
@@ -171,11 +172,6 @@ def load_msd(folder: Path, cases: set[int] | None = None) -> list[RealSlice]:
                 )
             )
     return out
-
-
-def msd_split(case: int) -> str:
-    """``"val"`` for the 22 fixed validation patients of MSD, ``"train"`` otherwise."""
-    return "val" if case in MSD_VALIDATION_CASES else "train"
 
 
 def load_ircad(folder: Path) -> list[RealSlice]:

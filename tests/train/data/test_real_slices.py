@@ -127,7 +127,9 @@ def test_ircad_slices_are_mapped_to_hu_and_turned_alike(ircad: list[RealSlice]) 
 
 
 def test_prepared_msd_set_is_what_the_runtime_feeds_and_trains(tmp_path: Path) -> None:
-    folder = msd_subset(tmp_path / "msd", (10001, 10002, 10004))  # 10002 is a validation patient
+    # clean split: 10001 and 10004 train, 10002 selection, 10003 excluded (LiTS 10, a lits-tumor test
+    # volume), 10008 report: the last two are never written into a set that could be trained or chosen on
+    folder = msd_subset(tmp_path / "msd", (10001, 10002, 10003, 10004, 10008))
     for task, value in (("liver-tumor", LIVER_OR_TUMOR), ("liver", 1)):
         out = tmp_path / f"msd-{task}.h5"
         assert prepare_real_main(["msd", str(folder), "--out", str(out), "--task", task]) == 0
