@@ -8,8 +8,8 @@ volumes means anything, their patients must be kept out of what is trained on an
 
 **By content** (:mod:`.patient_match`): an MSD patient is an IRCAD patient or a lits-tumor volume when
 their best slice pair reaches Pearson r >= :data:`.patient_match.MATCH_R` in the common representation.
-That finds every lits-tumor volume with liver (r 0.98-0.998; strangers <= 0.80) but only the IRCAD
-patients whose MSD slices lie at the same level of the body (5 of 16, r 0.90-0.98).
+That finds every lits-tumor volume with liver (r 0.89-0.99; strangers <= 0.44) but only the IRCAD
+patients whose MSD slices lie at the same level of the body (5 of 16, r 0.76-0.92).
 
 **By CASE order**, for the rest: the MSD generator numbered its volumes in the order of their file names,
 and all content matches (LiTS volume -> CASE) follow the string order of the volume numbers
@@ -172,6 +172,24 @@ class Finding:
     split: MsdSplit
     msd_cases: tuple[int, ...]
 
+    def distribution(self) -> dict[str, dict[str, list[float]]]:
+        """Per table, the ``[lowest, highest]`` score of each kind of pair: ``by_content`` and ``by_order``
+        (the same person, found either way), ``flagged`` (other pairs at or above MATCH_R: within a collection,
+        the same person twice?), ``strangers`` (every other pair of different patients)."""
+        same = {(p, f"msd-{c}"): "by_content" for p, c in self.by_content.items()}
+        same |= {(p, f"msd-{c}"): "by_order" for p, c in self.by_order.items()}
+        out: dict[str, dict[str, list[float]]] = {}
+        for name, table in self.tables.items():
+            kinds: dict[str, list[float]] = {}
+            for i, a in enumerate(table.patients_a):
+                for j, b in enumerate(table.patients_b):
+                    r = float(table.r[i, j])
+                    if a != b:
+                        kind = same.get((a, b), "flagged" if r >= pm.MATCH_R else "strangers")
+                        kinds.setdefault(kind, []).append(r)
+            out[name] = {k: [round(min(v), 4), round(max(v), 4)] for k, v in sorted(kinds.items())}
+        return out
+
     @property
     def agrees(self) -> bool:
         """Whether the recorded constants are what the data gives."""
@@ -268,14 +286,14 @@ def to_json(finding: Finding) -> dict[str, object]:
                 row |= {"r": round(best.r, 4), "slice": best.slice_a, "msd_slice": best.slice_b}
             row["candidates"] = [{"msd": b, "r": round(r, 4)} for b, r in ranked[:3]]
             rows.append(row)
-    separations = {name: pm.separation(table) for name, table in finding.tables.items() if "msd" in name[-3:]}
     return {
-        "rule": {"window_hu": list(pm.WINDOW_HU), "grid": pm.GRID, "match_r": pm.MATCH_R},
-        "separation": {
-            name: {"lowest_match": s.lowest_match, "highest_other": s.highest_other}
-            for name, s in separations.items()
-            if name != "msd-msd"
+        "rule": {
+            "window_hu": list(pm.WINDOW_HU),
+            "grid": pm.GRID,
+            "highpass_sigma_px": pm.HIGHPASS_SIGMA_PX,
+            "match_r": pm.MATCH_R,
         },
+        "scores": finding.distribution(),
         "matches": rows,
         "same_person_within": {
             name: _cross_pairs(finding.tables[name]) for name in ("msd-msd", "lits-lits", "ircad-lits")
@@ -333,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         score = f"r={row['r']:.3f}" if "r" in row else ""
         best = ", ".join(f"{c['msd']} {c['r']:.3f}" for c in row["candidates"][:2])
         print(f"{row['patient']:>12} = {case:<10} {row['how'] or 'no match':<8} {score:<8} best: {best}")
+    for name, kinds in result["scores"].items():  # type: ignore[attr-defined]
+        print(f"scores {name}: " + ", ".join(f"{k} {lo:.3f}..{hi:.3f}" for k, (lo, hi) in kinds.items()))
     for name, pairs in result["same_person_within"].items():  # type: ignore[attr-defined]
         for p in pairs:
             print(f"same person within {name}? {p['a']} ~ {p['b']} r={p['r']:.3f} slices {p['slices']}")
