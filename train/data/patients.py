@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from litseg.runtime.errors import LitsegError
+from litseg.runtime.geometry import Reorientation
 
 from . import patient_match as pm
 from .case_order import lits_volume, place_by_order
@@ -271,6 +272,11 @@ def _cross_pairs(table: pm.ScoreTable) -> list[dict[str, object]]:
     return out
 
 
+def _describe(t: Reorientation) -> str:
+    parts = [name for name, on in (("transpose", t.transpose), ("flip_y", t.flip_y), ("flip_x", t.flip_x)) if on]
+    return "+".join(parts) or "identity"
+
+
 def to_json(finding: Finding) -> dict[str, object]:
     """The finding as plain JSON: matches with scores, each patient's best candidates, the split."""
     rows: list[dict[str, object]] = []
@@ -284,6 +290,8 @@ def to_json(finding: Finding) -> dict[str, object]:
             if case is not None:
                 best = table.best[(patient, f"msd-{case}")]
                 row |= {"r": round(best.r, 4), "slice": best.slice_a, "msd_slice": best.slice_b}
+                # Identity where both loaders put the patient in the same canonical orientation.
+                row["msd_slice_turned"] = _describe(best.transform)
             row["candidates"] = [{"msd": b, "r": round(r, 4)} for b, r in ranked[:3]]
             rows.append(row)
     return {
@@ -330,11 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the matches, scores and split here")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         finding = find(load_signatures(args.data))
     except LitsegError as exc:

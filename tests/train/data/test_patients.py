@@ -263,6 +263,14 @@ def test_real_matches_separate_with_a_margin(finding: pt.Finding) -> None:
     assert not [m for m in finding.tables["msd-msd"].matches() if m.patient_a != m.patient_b]
 
 
+def test_real_loaders_agree_on_the_orientation_of_each_matched_patient(finding: pt.Finding) -> None:
+    # The best pair of every content match needs no turn: the MSD, IRCAD and lits-tumor loaders put the same
+    # patient in the same canonical orientation, each from its own export's flips and transposes.
+    for patient, case in finding.by_content.items():
+        table = finding.tables["ircad-msd" if patient.startswith("ircad-") else "lits-msd"]
+        assert table.best[(patient, f"msd-{case}")].transform == Reorientation(), patient
+
+
 def test_real_order_rule_predicts_each_content_match_left_out(finding: pt.Finding) -> None:
     predicted = 0
     for patient, case in finding.by_content.items():
