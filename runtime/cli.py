@@ -21,6 +21,7 @@ from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, litseg_version, relea
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 from .pages import prefer_small_pages
+from .summary import format_summary
 
 #: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
 DEFAULT_OUT_ROOT = Path("litseg-out")
@@ -116,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the numba kernels into the cache and exit (run it when building a container image)",
     )
     parser.add_argument("--version", action="version", version=f"litseg {litseg_version()}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json", action="store_true", help="print the full JSON report (with the output paths) instead of the summary"
+    )
+    shown.add_argument("--quiet", action="store_true", help="print nothing on success (no progress bar or summary)")
     parser.add_argument(
         "--profile", action="store_true", help="print the seconds of every stage and the peak memory to stderr"
     )
@@ -221,10 +226,12 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         return errors.EXIT_INTERNAL
     if args.profile:
         _print_profile(result.timings_s, time.perf_counter() - started)
-    if not args.quiet:
-        summary = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
-        summary["outputs"] = {f: str(p) for f, p in paths.items()}
-        print(json.dumps(summary, indent=2))
+    if args.json:
+        report = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
+        report["outputs"] = {f: str(p) for f, p in paths.items()}
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_summary(result.report(), paths, time.perf_counter() - started))
     return errors.EXIT_OK
 
 
