@@ -22,6 +22,9 @@ demo: $(STAMP)
 	$(BIN)/litseg-phantom --out $(DEMO)/lits --cases 1 --seed 4242 --contrast portal-venous --tumors 4 --dicom
 	$(BIN)/litseg-run $(DEMO)/lits/dicom/case-0 --out $(DEMO)/result --overwrite \
 		--formats seg,nifti,json,overlay,mask-dicom
+	@echo
+	@echo "The litseg commands live in $(VENV)/bin. To call them by name: . $(VENV)/bin/activate"
+	@echo "(the venv then also puts pynetdicom's storescp/storescu/echoscu first on PATH: call dcmtk's as /usr/bin/storescp)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
