@@ -6,11 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck test-gpu bench models clean
 
+# PyTorch (training only). On PyPI, constraints.txt's torch pin is the CUDA build on Linux x86_64 (with several
+# GB of nvidia-* wheels). On a machine without an NVIDIA GPU, `make demo TORCH_INDEX=cpu` (on a fresh .venv)
+# adds PyTorch's CPU wheel index, where the same pin resolves to the CPU build (2.13.0+cpu); any other value is
+# taken as an index URL. Without it pip uses its own configuration (here: the CPU wheel found on disk).
+TORCH_INDEX ?=
+TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.org/whl/cpu,$(TORCH_INDEX))
+PIP_ENV := $(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL="$(strip $(PIP_EXTRA_INDEX_URL) $(TORCH_INDEX_URL))")
+
 # A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(PIP_ENV) $(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
