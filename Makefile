@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-gpu bench models clean
+.PHONY: install demo test lint typecheck test-gpu test-wheel bench models clean
 
 # PyTorch (training only). On PyPI, constraints.txt's torch pin is the CUDA build on Linux x86_64 (with several
 # GB of nvidia-* wheels). On a machine without an NVIDIA GPU, `make demo TORCH_INDEX=cpu` (on a fresh .venv)
@@ -52,6 +52,11 @@ test: lint typecheck
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu
+
+# The runtime as users install it (part of `make test` too): sdist and wheel built, the wheel installed into a
+# fresh venv without the train and dev extras, litseg-run on a synthetic series with the bundled model.
+test-wheel: $(STAMP)
+	$(BIN)/python -m pytest -m wheel
 
 # Benchmarks with timing on (the test run executes each benchmark once, untimed).
 bench: $(STAMP)
