@@ -239,10 +239,10 @@ def entry() -> NoReturn:
     """The ``litseg-run`` command: :func:`main` in a process of its own, which it ends at once.
 
     Once main has returned, every output is written, fsynced and renamed into place, and nothing is left to
-    do but tear the interpreter down, which cost 0.8-1 s on every run on 2 cores (collecting garbage over
-    numba's, onnxruntime's and highdicom's objects) and, on a fresh install, waited for kernels still
-    compiling in the background that this run did not need (a series without liver). So the command flushes
-    its streams and log handlers and leaves with ``os._exit``: no teardown, no wait (a kernel whose
+    do but tear the interpreter down, which cost most of a second on every run (collecting garbage over
+    numba's, onnxruntime's and highdicom's objects; docs/performance.md) and, on a fresh install, waited for
+    kernels still compiling in the background that this run did not need (a series without liver). So the
+    command flushes its streams and log handlers and leaves with ``os._exit``: no teardown, no wait (a kernel whose
     compilation is cut short compiles again on the next run; numba replaces cache files whole, so none is
     left half-written). ``gc.freeze`` after the imports keeps the collector off them during the run. Only
     here, never in :func:`main`, which tests and embedding programs call in their own long-lived processes.
