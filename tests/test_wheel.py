@@ -4,7 +4,7 @@ DICOM series with ``litseg-run`` and the bundled model, from outside the source 
 
 This proves what an editable install hides: the bundled models are package data of the wheel, the console
 scripts resolve, and the runtime needs no torch (nor h5py). pip resolves the runtime's dependencies with its own
-configuration (the wheels cached on a development machine serve offline). About a minute on 2 cores, most of
+configuration (the wheels cached on a development machine serve offline). The slowest test, most of
 it installing onnxruntime and numba into the new environment: run it alone with ``make test-wheel``.
 """
 
