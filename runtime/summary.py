@@ -42,7 +42,9 @@ def _volume_lines(report: Mapping[str, Any]) -> list[str]:
         detail = f"  (parenchyma {parenchyma:.1f} mL, tumours included in the total)" if parenchyma is not None else ""
         lines.append(_line("liver", f"{liver:.1f} mL{detail}"))
     count = report.get("tumor_count")
-    if count is not None:
+    if count == 0:
+        lines.append(_line("tumours", "none"))
+    elif count is not None:
         text = f"{count} ({report.get('tumor_volume_ml', 0.0):.1f} mL"
         burden = report.get("tumor_burden_percent")
         text += f", {burden:.1f} % of the liver)" if burden is not None else ")"

@@ -55,7 +55,9 @@ def test_summary_lists_every_plausibility_warning() -> None:
         ],
         "checks": {},
     }
+    report["tumor_count"] = 0
     text = format_summary(report, {}, wall_s=1.0)
+    assert "tumours    none" in text
     assert "NO: 2 warnings" in text
     assert "not_abdominal: the series does not look abdominal" in text
     assert "liver_volume_out_of_range: liver 38 mL, outside 600-3500 mL" in text
