@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +38,17 @@ def _run(command: list[str], cwd: Path, timeout: float, env: dict[str, str] | No
     return done.stdout + done.stderr
 
 
-def test_wheel_installs_and_segments_without_training_extras(tmp_path: Path) -> None:
+@pytest.fixture
+def venv(tmp_path: Path) -> Iterator[Path]:
+    """An empty virtual environment, removed afterwards: a runtime install takes about 0.9 GB, and pytest keeps
+    the temporary folders of the last three runs."""
+    folder = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(folder)], cwd=tmp_path, timeout=120)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_wheel_installs_and_segments_without_training_extras(tmp_path: Path, venv: Path) -> None:
     dist = tmp_path / "dist"
     log = _run([sys.executable, "-m", "build", "--outdir", str(dist), str(REPO)], cwd=tmp_path, timeout=600)
     assert "absent from the `packages` configuration" not in log, "a folder of the package is not declared"
@@ -45,8 +57,6 @@ def test_wheel_installs_and_segments_without_training_extras(tmp_path: Path) -> 
     assert {"litseg/runtime/models/liver-tumor.onnx", "litseg/runtime/models/liver.onnx"} <= set(names)
     assert "litseg/runtime/py.typed" in names
 
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, timeout=120)
     python = venv / "bin" / "python"
     _run(
         [str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"), str(wheel)],
