@@ -4,13 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck test-gpu bench models clean
+.PHONY: install demo test lint typecheck test-gpu test-wheel bench models clean
+
+# PyTorch (training only). On PyPI, constraints.txt's torch pin is the CUDA build on Linux x86_64 (with several
+# GB of nvidia-* wheels). On a machine without an NVIDIA GPU, `make demo TORCH_INDEX=cpu` (on a fresh .venv)
+# adds PyTorch's CPU wheel index, where the same pin resolves to the CPU build (2.13.0+cpu); any other value is
+# taken as an index URL. Without it pip uses its own configuration (here: the CPU wheel found on disk).
+TORCH_INDEX ?=
+TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.org/whl/cpu,$(TORCH_INDEX))
+PIP_ENV := $(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL="$(strip $(PIP_EXTRA_INDEX_URL) $(TORCH_INDEX_URL))")
 
 # A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(PIP_ENV) $(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +30,9 @@ demo: $(STAMP)
 	$(BIN)/litseg-phantom --out $(DEMO)/lits --cases 1 --seed 4242 --contrast portal-venous --tumors 4 --dicom
 	$(BIN)/litseg-run $(DEMO)/lits/dicom/case-0 --out $(DEMO)/result --overwrite \
 		--formats seg,nifti,json,overlay,mask-dicom
+	@echo
+	@echo "The litseg commands live in $(VENV)/bin. To call them by name: . $(VENV)/bin/activate"
+	@echo "(the venv then also puts pynetdicom's storescp/storescu/echoscu first on PATH: call dcmtk's as /usr/bin/storescp)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,6 +52,11 @@ test: lint typecheck
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu
+
+# The runtime as users install it (part of `make test` too): sdist and wheel built, the wheel installed into a
+# fresh venv without the train and dev extras, litseg-run on a synthetic series with the bundled model.
+test-wheel: $(STAMP)
+	$(BIN)/python -m pytest -m wheel
 
 # Benchmarks with timing on (the test run executes each benchmark once, untimed).
 bench: $(STAMP)

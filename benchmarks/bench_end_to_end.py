@@ -90,7 +90,9 @@ def test_bench_end_to_end_litseg(
 ) -> None:  # type: ignore[no-untyped-def]
     benchmark.group = f"end-to-end 512x512x{series.shape_zyx[0]}"
     out = tmp_path / "out"
-    run = _measure(benchmark, [*litseg_run, str(series.folder), "--out", str(out), "--overwrite", *VARIANTS[variant]])
+    run = _measure(
+        benchmark, [*litseg_run, str(series.folder), "--out", str(out), "--overwrite", "--json", *VARIANTS[variant]]
+    )
     report = _json_report(run)
     _record(benchmark, variant, series, run, report)
     assert report["outputs"] and all(Path(p).exists() for p in report["outputs"].values()), report.get("outputs")

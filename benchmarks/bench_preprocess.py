@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from litseg.runtime import kernels
+from litseg.runtime.hu import AIR_HU
 from litseg.runtime.preprocess import preprocess
 from litseg.runtime.spec import PreprocessSpec
 from litseg.runtime.volume import Volume
@@ -57,7 +58,6 @@ def test_bench_preprocess_full(benchmark) -> None:  # type: ignore[no-untyped-de
 # 1.5x of a plain copy of the same bytes (``python -m benchmarks.report``).
 PREPROCESS_GROUP = "preprocess 64x512x512 (mirrored)"
 SPEC = PreprocessSpec()
-AIR_HU = -1024.0
 
 
 def _window(array: np.ndarray) -> np.ndarray:

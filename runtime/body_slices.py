@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .hu import TISSUE_HU
 from .volume import Volume
 
-BODY_HU = -300.0
-AIR_HU = -500.0
+#: The body outline before it is opened and filled (lungs and bowel gas count as body through the fill). A
+#: threshold of its own, not TISSUE_HU: the slice types' area limits below were set with it.
+BODY_OUTLINE_HU = -300.0
 CHEST_AIR_FRACTION = 0.3
 BONE_HU = 300.0
 SLICE_TYPES = ("head", "small", "chest", "abdomen")
@@ -112,7 +114,7 @@ def body_slices(hu: Volume) -> BodySlices:
     nz, nb, nc = values.shape
     pixel_mm = float(np.sqrt(np.linalg.norm(sub[:3, 0]) * np.linalg.norm(sub[:3, 1])))
     pixel_cm2 = float(np.linalg.norm(np.cross(sub[:3, 0], sub[:3, 1]))) / 100.0
-    body = _fill(_dilate(_erode(values > BODY_HU)))
+    body = _fill(_dilate(_erode(values > BODY_OUTLINE_HU)))
     area = body.sum(axis=(1, 2)) * pixel_cm2
     # world x of every pixel of a slice (the slice's own offset added below) for centres and sides
     c_idx, b_idx = np.meshgrid(np.arange(nc), np.arange(nb))
@@ -122,7 +124,7 @@ def body_slices(hu: Volume) -> BodySlices:
     centre_x = (body * x_plane).sum(axis=(1, 2)) / counts + sub[0, 2] * a_idx + sub[0, 3]
     mid = np.array([(nc - 1) / 2, (nb - 1) / 2])
     z_mm = sub[2, 0] * mid[0] + sub[2, 1] * mid[1] + sub[2, 2] * a_idx + sub[2, 3]
-    air = (body & (values < AIR_HU)).sum(axis=(1, 2)) / counts
+    air = (body & (values < TISSUE_HU)).sum(axis=(1, 2)) / counts
     inner = body
     for _ in range(max(1, round(12.0 / pixel_mm))):
         inner = _erode(inner)

@@ -21,6 +21,7 @@ from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, release_pixels, segme
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 from .pages import prefer_small_pages
+from .summary import format_summary
 from .version import litseg_version
 
 #: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
@@ -117,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the numba kernels into the cache and exit (run it when building a container image)",
     )
     parser.add_argument("--version", action="version", version=f"litseg {litseg_version()}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json", action="store_true", help="print the full JSON report (with the output paths) instead of the summary"
+    )
+    shown.add_argument("--quiet", action="store_true", help="print nothing on success (no progress bar or summary)")
     parser.add_argument(
         "--profile", action="store_true", help="print the seconds of every stage and the peak memory to stderr"
     )
@@ -222,10 +227,12 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         return errors.EXIT_INTERNAL
     if args.profile:
         _print_profile(result.timings_s, time.perf_counter() - started)
-    if not args.quiet:
-        summary = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
-        summary["outputs"] = {f: str(p) for f, p in paths.items()}
-        print(json.dumps(summary, indent=2))
+    if args.json:
+        report = {k: v for k, v in result.report().items() if k not in ("study_instance_uid",)}
+        report["outputs"] = {f: str(p) for f, p in paths.items()}
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_summary(result.report(), paths, time.perf_counter() - started))
     return errors.EXIT_OK
 
 
@@ -233,10 +240,10 @@ def entry() -> NoReturn:
     """The ``litseg-run`` command: :func:`main` in a process of its own, which it ends at once.
 
     Once main has returned, every output is written, fsynced and renamed into place, and nothing is left to
-    do but tear the interpreter down, which cost 0.8-1 s on every run on 2 cores (collecting garbage over
-    numba's, onnxruntime's and highdicom's objects) and, on a fresh install, waited for kernels still
-    compiling in the background that this run did not need (a series without liver). So the command flushes
-    its streams and log handlers and leaves with ``os._exit``: no teardown, no wait (a kernel whose
+    do but tear the interpreter down, which cost most of a second on every run (collecting garbage over
+    numba's, onnxruntime's and highdicom's objects; docs/performance.md) and, on a fresh install, waited for
+    kernels still compiling in the background that this run did not need (a series without liver). So the
+    command flushes its streams and log handlers and leaves with ``os._exit``: no teardown, no wait (a kernel whose
     compilation is cut short compiles again on the next run; numba replaces cache files whole, so none is
     left half-written). ``gc.freeze`` after the imports keeps the collector off them during the run. Only
     here, never in :func:`main`, which tests and embedding programs call in their own long-lived processes.

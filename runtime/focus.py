@@ -13,15 +13,16 @@ Coarse slices that show foreground more than :data:`MAX_GAP_MM` apart start a ne
 coarse pass calls liver in the pelvis (a bladder, a mass) gets its own short range instead of stretching
 one range over every slice between it and the liver. Nothing the coarse pass saw is dropped (the full
 pass and the post-processing decide about every range); only the empty slices between are skipped.
-Two bounds make both passes smaller. The patient's body (HU above :data:`BODY_HU` on the coarse slices,
-:data:`BODY_MARGIN_PX` of air around it) bounds every box: a scan's field of view holds a lot of air and
-table, and the coarse pass itself runs on that box only. And the full pass steps through each part in
+Two bounds make both passes smaller. The patient's body (tissue, above
+:data:`~litseg.runtime.hu.TISSUE_HU`, on the coarse slices; :data:`BODY_MARGIN_PX` of air around it) bounds
+every box: a scan's field of view holds a lot of air and table, and the coarse pass itself runs on that box
+only. And the full pass steps through each part in
 blocks of slices, each with the box of the coarse slices around it (those that bracket it and one more on
 either side): the liver's cross-section shrinks toward its dome and its tip, so one box for the whole part
 would run the network on empty context there.
 
-The cost on held-out data is measured and reported (README, issue 15), and ``RunConfig(focus=False)`` /
-``--no-focus`` runs the full pass everywhere.
+The cost on held-out data is measured and reported (docs/performance.md, issue 15), and
+``RunConfig(focus=False)`` / ``--no-focus`` runs the full pass everywhere.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ GRID_PX = 16
 MIN_FOREGROUND_PX = 16
 #: Below this many slices the coarse pass would not save anything.
 MIN_SLICES_FOR_FOCUS = 24
-#: A pixel of a coarse slice above this HU belongs to the patient (fat, soft tissue, bone; not air or lung).
-BODY_HU = -500.0
 #: Air kept around the body's box, in model-grid pixels (the network's view of the skin and its surroundings).
 BODY_MARGIN_PX = 16
 #: Foreground seen on coarse slices further apart than this (empty coarse slices between) splits the focus

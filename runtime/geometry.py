@@ -56,7 +56,7 @@ class Reorientation:
         return Reorientation(True, self.flip_z, flip_y=self.flip_x, flip_x=self.flip_y)
 
     def apply_array(self, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
-        """Reorient a ``(z, y, x)`` array (numba kernel); returns a new contiguous array."""
+        """Reorient a ``(z, y, x)`` array into a new C-contiguous one (a strided numpy copy)."""
         return kernels.reorient(np.ascontiguousarray(array), self.transpose, self.flip_z, self.flip_y, self.flip_x)
 
     def apply_affine(

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -48,7 +47,6 @@ INFERENCE_METADATA_KEY = "litseg.inference"
 MAX_TTA_SHIFTS = 8
 MAX_TTA_SHIFT_PX = 64
 NO_TTA: tuple[tuple[int, int], ...] = ((0, 0),)
-Device = Literal["auto", "gpu", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
 
 
@@ -284,7 +282,7 @@ class Model:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # The focus gives every block its own input shape; a memory pattern is planned and kept per shape
-        # (40 MB more peak on the CPU for no measurable speed: 1.54 s either way over six shapes).
+        # (more peak memory on the CPU for no measurable speed: docs/performance.md).
         options.enable_mem_pattern = False
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)

@@ -24,7 +24,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
     written as it is, with no second copy of the volume. A ``.gz`` path is compressed at level 1 (nibabel's
     default) in 16 MB calls to zlib, which runs outside the GIL: nibabel hands its file one slice at a time,
     and straight into gzip each of those 432 small calls waited for the GIL beside the SEG being built on
-    the other thread (0.3 s alone became 1.0-1.3 s beside it).
+    the other thread (several times as long as alone; docs/performance.md).
     """
     array = np.asarray(volume.array).transpose(2, 1, 0)
     image = nib.Nifti1Image(array, lps_to_ras(volume.affine_lps))

@@ -5,12 +5,11 @@ numpy advises the kernel to back every large array with transparent huge pages (
 memory is fragmented (a long-running node beside a full page cache, with THP ``defrag`` = ``madvise``, the
 default of common distributions) the kernel compacts memory first, and in a VM whose free memory the
 host reclaims (free page reporting hands back whole 2 MB blocks) every huge page is a fresh host
-allocation. Measured on this project's 2-core VM, 512x512x432 series: reading took 2.2-4.1 s with the advice
-against 1.05-1.4 s without (kernel time 1.8-2.8 s in ``clear_page`` against 0.3 s), and a whole
-``litseg-run`` 16.4-19.2 s against 14.0-15.6 s. litseg's kernels stream through their arrays once, where
-huge pages save little. The command-line tools therefore turn the advice off for their own process; an
-explicit ``NUMPY_MADVISE_HUGEPAGE`` in the environment is respected, and the library never changes the
-setting of a process that embeds it (call :func:`prefer_small_pages` there to opt in).
+allocation. On a small VM that zeroing cost seconds of kernel time (``clear_page``) per large series
+(docs/performance.md), and litseg's kernels stream through their arrays once, where huge pages save little.
+The command-line tools therefore turn the advice off for their own process; an explicit
+``NUMPY_MADVISE_HUGEPAGE`` in the environment is respected, and the library never changes the setting of a
+process that embeds it (call :func:`prefer_small_pages` there to opt in).
 """
 
 from __future__ import annotations

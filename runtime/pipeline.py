@@ -21,7 +21,6 @@ import numpy.typing as npt
 
 from . import kernels
 from .focus import (
-    BODY_HU,
     MIN_SLICES_FOR_FOCUS,
     Box,
     Focus,
@@ -32,9 +31,9 @@ from .focus import (
     work_fraction,
 )
 from .geometry import Reorientation, canonical_reorientation
+from .hu import AIR_HU, TISSUE_HU
 from .model import NO_TTA, Model
 from .preprocess import kernel_input
-from .series_pixels import AIR_HU
 from .volume import Volume
 
 #: Slices per pipeline step (at least one inference batch): enough that the preprocessing and mapping-back
@@ -104,7 +103,7 @@ class _Stages:
         nz = self.native.shape[0]
         seen = np.zeros((1, *self.native.shape[1:]), dtype=np.uint8)
         for z in slices:
-            seen[0] |= self.native[nz - 1 - int(z) if self.reorientation.flip_z else int(z)] > BODY_HU
+            seen[0] |= self.native[nz - 1 - int(z) if self.reorientation.flip_z else int(z)] > TISSUE_HU
         return body_box(self.reorientation.apply_array(seen)[0] > 0, self.spec.target_shape_yx)
 
     def infer(

@@ -7,9 +7,8 @@ libjpeg-turbo's 12-bit support; pydicom tries this plugin after its own.
 
 **Speed on the lossless syntaxes archives hold most**: JPEG-LS, JPEG Lossless (Process 14, SV1), JPEG 2000
 and HTJ2K. pydicom's default plugins for them (GDCM first) hold the GIL, so the reader's threads decode one
-slice at a time; imagecodecs' codecs (CharLS, libjpeg-turbo, OpenJPEG) release it. Measured per 512x512 CT
-slice on this project's 2-core machine (default plugin -> this one, one thread -> two): JPEG-LS 11.6 -> 5.8
--> 3.2 ms, JPEG Lossless 11.6 -> 3.2 -> 2.0 ms, JPEG 2000 27 -> 30 -> 15 ms. For these syntaxes the reader
+slice at a time; imagecodecs' codecs (CharLS, libjpeg-turbo, OpenJPEG) release it, and are faster a slice
+for JPEG-LS and JPEG Lossless (docs/performance.md has the figures). For these syntaxes the reader
 asks for this plugin first (:func:`preferred_plugin`) and falls back to pydicom's own plugins if it fails.
 
 The plugin follows pydicom's contract (``is_available``, ``DECODER_DEPENDENCIES``, a frame decoder that

@@ -1,4 +1,10 @@
-"""Label clean-up and the measurements that go into the report."""
+"""Label clean-up and the measurements that go into the report.
+
+A run calls :func:`postprocess_labels`, which does every step inside the labels' bounding box, in place.
+:func:`clean_labels`, :func:`drop_small_tumors` and :func:`grow_tumors` are the same steps one at a time on a
+whole volume: the API for a caller that wants one step, and the reference the box-wise version is tested
+against (tests/runtime/test_model_postprocess.py).
+"""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from . import kernels
 from .geometry import Reorientation, canonical_reorientation, resampled_affine
-from .series import AIR_HU
+from .hu import AIR_HU
 from .spec import PreprocessSpec
 from .volume import Volume
 

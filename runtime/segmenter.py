@@ -63,7 +63,7 @@ class Segmenter:
         """Compile (or load from numba's cache) every kernel a run uses; returns the seconds taken.
 
         A service calls it once at start, e.g. on a thread while it waits for work (the DICOM node does), so
-        that its first series does not wait for a fresh install's compilation (about 5 s on 2 cores). Safe
+        that its first series does not wait for a fresh install's compilation (seconds). Safe
         beside running segmentations: a kernel they need meanwhile waits for numba's compiler lock.
         """
         return kernels.warmup()

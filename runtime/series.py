@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 
 from . import pixel_decoders
 from .errors import InputError
+from .hu import AIR_HU
 from .series_files import (
     CT_IMAGE_STORAGE,
     PIXEL_DATA_TAG,
@@ -44,7 +45,7 @@ from .series_files import (
     list_files,
     read_file,
 )
-from .series_pixels import AIR_HU, decode_volume
+from .series_pixels import decode_volume
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ def _header_only(ds: Dataset) -> Dataset:
         elem = ds.get_item(tag, keep_deferred=True)
         if isinstance(elem, RawDataElement) and (elem.value is not None or not elem.length):
             # Not yet parsed: an immutable tuple both datasets may hold, each converting it on first use
-            # (parsing every element of every slice here cost 3 ms a slice).
+            # (parsing every element of every slice here cost milliseconds a slice, for nothing).
             header[tag] = elem
         else:  # parsed (own copy: completing the header must not touch the source) or deferred (read now)
             header.add(copy.copy(ds[tag]))

@@ -24,14 +24,12 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from . import kernels, pixel_decoders
 from .errors import InputError
+from .hu import AIR_HU
 from .kernels import worker_threads
 from .series_files import PIXEL_DATA_TAG, Candidate, prefetch
 
 log = logging.getLogger(__name__)
 
-#: Lowest physical CT value; stored values below it are padding outside the scan field of view
-#: (-2048 and -3024 are common vendor choices) and are read as air.
-AIR_HU = -1024.0
 INT16_MAX = 32767
 
 
@@ -75,8 +73,8 @@ def _native_stored(cand: Candidate) -> npt.NDArray[np.generic] | None:
     """The stored values of an uncompressed little-endian 16-bit slice, read straight from its file; ``None``
     where anything differs from that plain case (pydicom's decoder then reads it).
 
-    The same array as pydicom's decoder gives (which costs 1.0-1.5 ms of Python per slice; this read is one
-    ``readinto``, outside the GIL), including pydicom's default for bits above BitsStored: shifted out, so
+    The same array as pydicom's decoder gives (which spends milliseconds of Python per slice, holding the GIL;
+    this read is one ``readinto``, outside it), including pydicom's default for bits above BitsStored: shifted out, so
     that unsigned values are masked and signed ones sign-extended. The element's tag is checked where the
     header said its value starts, so a file changed since its header was read is left to pydicom (which then
     reports it).

@@ -60,8 +60,8 @@ def _memoize_iod_lookup() -> None:
     """Answer highdicom's "is this attribute in that IOD?" from a cache.
 
     ``highdicom._standard_utils.is_attribute_in_iod`` scans every attribute of every module of the IOD
-    (about 2 ms) and a SEG of single-frame sources asks it once per source image (``is_multiframe_image``):
-    0.8-0.9 s of a 432-slice SEG on this project's 2-core machine. The answer depends only on highdicom's
+    and a SEG of single-frame sources asks it once per source image (``is_multiframe_image``): most of a large
+    SEG's time (docs/performance.md). The answer depends only on highdicom's
     static tables of the standard, so caching it changes nothing but the time. The module's callers look
     the name up at call time, so replacing it there is enough; where highdicom no longer has the module or
     the function (a later version), nothing is replaced.

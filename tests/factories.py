@@ -22,7 +22,7 @@ from litseg.runtime.model import NAME_METADATA_KEY, VERSION_METADATA_KEY
 from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 
 # ----- the world phantom --------------------------------------------------------------------------
-BODY_HU = -60.0
+BODY_TISSUE_HU = -60.0  # the phantom body: fat and soft tissue averaged
 LIVER_HU = 100.0
 TUMOR_HU = 170.0  # hyperdense, so liver-body partial volume never looks like tumor
 #: Liver on the patient's right (LPS x < 0), anterior (y < 0), upper (z > 0): asymmetric on every axis.
@@ -37,7 +37,7 @@ def phantom_hu(points_lps: np.ndarray) -> np.ndarray:
     p = np.asarray(points_lps, dtype=np.float64)
     hu = np.full(p.shape[:-1], -1000.0)
     body = (p[..., 0] / 150.0) ** 2 + (p[..., 1] / 110.0) ** 2 <= 1.0
-    hu[body] = BODY_HU
+    hu[body] = BODY_TISSUE_HU
     liver = (((p - LIVER_CENTER_LPS) / LIVER_RADII_MM) ** 2).sum(-1) <= 1.0
     hu[liver] = LIVER_HU
     tumor = np.linalg.norm(p - TUMOR_CENTER_LPS, axis=-1) <= TUMOR_RADIUS_MM

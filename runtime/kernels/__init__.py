@@ -8,7 +8,7 @@ compile on a fresh install, and numba's ``workqueue`` threading layer aborts the
 threads enter parallel regions at once; plain threads over GIL-free kernels are as fast on a few cores,
 compile in a fraction of the time and are safe from any number of caller threads. For the same reason the
 kernels allocate nothing and call no numpy function (numba types and compiles each such overload before the
-kernel itself: 7.3 s of first-run compilation became 4.6 s without them); the wrappers pass scratch arrays,
+kernel itself: a large share of the first run's compilation); the wrappers pass scratch arrays,
 one set per thread. These are the only preprocessing primitives: the training-set builder and inference
 both call them, so there is no train/serve skew.
 
@@ -103,8 +103,8 @@ def warm_in_background() -> threading.Thread:
 
     A run calls it once its preprocessing kernel is ready (numba compiles under one lock: started earlier, it
     would hold up the preprocessing): on a fresh install, or in a read-only container that compiles in every
-    process, these kernels (about 3 s on 2 cores) then compile while onnxruntime runs the model, outside the
-    GIL, instead of after it. Where they are compiled already it costs a few
+    process, these kernels (seconds of compilation) then compile while onnxruntime runs the model, outside
+    the GIL, instead of after it. Where they are compiled already it costs a few
     milliseconds; a kernel called while it compiles waits for numba's compiler lock, then runs.
     """
 

@@ -18,7 +18,7 @@ from .threads import jit, over_slices, require
 # and the voxels of one label in it; pass two replays the identical scan (the same provisional labels in the
 # same order) and writes each component's new value in place.
 # Compile time matters as much as run time here (every fresh install compiles it): the kernel allocates
-# nothing and calls no numpy function, whose overloads numba would type and compile first (2.3 s -> 0.8 s);
+# nothing and calls no numpy function, whose overloads numba would type and compile first (most of its time);
 # the caller passes the scratch arrays and calls again with larger ones when the labels outgrow them.
 @jit
 def _component_scan(labels, lo, hi, stat_label, scratch, final, action, apply):  # type: ignore[no-untyped-def]

@@ -99,7 +99,7 @@ class Node:
         for thread in [*self._threads, *self._workers, *([self._forward_thread] if self._forward_thread else [])]:
             thread.daemon = True
             thread.start()
-        # A fresh install compiles its kernels on first use (about 5 s on 2 cores): now, while the node waits
+        # A fresh install compiles its kernels on first use (seconds): now, while the node waits
         # for its first association, not when its first series arrives. Not a daemon: a stop waits for it
         # (numba must not be torn down mid-compilation).
         threading.Thread(target=self._prepare_kernels, name="litseg-prepare").start()

@@ -179,7 +179,9 @@ def test_cli_writes_all_outputs_and_leaves_the_input_untouched(
 ) -> None:
     write_series(make_series(_geometry(*ORIENTATIONS["standard"])), tmp_path / "in")
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
-    code = main([str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    code = main(
+        [str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "out"), "--device", "cpu", "--json"]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["tumor_count"] == 1

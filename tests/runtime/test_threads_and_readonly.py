@@ -123,7 +123,7 @@ def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: P
     missing = subprocess.run([*cli, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 3 and "litseg-run: error:" in missing.stderr, missing.stderr[-2000:]
     out = tmp_path / "out"
-    proc = subprocess.run([*cli, str(series), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*cli, str(series), "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["outputs"]["json"] == str(out / "report.json")  # stdout flushed whole
     assert json.loads((out / "report.json").read_text())["litseg_version"]

@@ -29,12 +29,16 @@ REPO = Path(__file__).resolve().parents[3]
 
 def dcmtk(tool: str) -> str:
     """dcmtk's ``tool`` from PATH, never pynetdicom's console scripts of the same names (``storescp``,
-    ``storescu``, ``echoscu``) that shadow it in an activated virtual environment."""
+    ``storescu``, ``echoscu``) that shadow it in an activated virtual environment (or from a pip install
+    outside one): the venv's scripts folder is skipped, and what is found must be a compiled program."""
     scripts = Path(sysconfig.get_path("scripts")).resolve()
     search = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d and Path(d).resolve() != scripts]
     path = shutil.which(tool, path=os.pathsep.join(search))
     if path is None:
         pytest.fail(f"{tool} (Debian package dcmtk) is not installed; .ci/run installs it")
+    with open(path, "rb") as program:
+        if program.read(4) != b"\x7fELF":  # a Python console script starts with "#!"
+            pytest.fail(f"{path} is not dcmtk's {tool} (a script; pynetdicom's?); put /usr/bin first on PATH")
     return path
 
 
