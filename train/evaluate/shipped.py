@@ -19,6 +19,7 @@ volumes, reportable only as their own group). IRCAD is a test set only (``test``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -109,13 +110,18 @@ def _patient_order(patient: str) -> tuple[str, int]:
     return (prefix, int(number)) if number.isdigit() else (patient, 0)
 
 
-def segment_series(series: ShippedSeries, model: Model, workdir: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def segment_series(
+    series: ShippedSeries, model: Model, workdir: Path, config: RunConfig | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Write the series as DICOM files, segment them as ``litseg-run`` does, return the labels ``(n, rows,
-    columns)`` uint8 on the series' grid (slice order as ``series.slices``) and the run's record."""
+    columns)`` uint8 on the series' grid (slice order as ``series.slices``) and the run's record.
+
+    ``config`` replaces the model's defaults (calibration runs its post-processing off); ``allow_thin`` is
+    set for a series under three slices either way."""
     folder = Path(tempfile.mkdtemp(prefix="series-", dir=workdir))
     try:
         write_datasets(geometry.series_datasets(series), folder)
-        config = RunConfig(allow_thin=len(series.slices) < MIN_SLICES)
+        config = dataclasses.replace(config or RunConfig(), allow_thin=len(series.slices) < MIN_SLICES)
         result = segment(folder, config, model=model)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
