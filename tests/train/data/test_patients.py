@@ -8,6 +8,7 @@ collections (../shared/data): the matches and the recorded constants are what th
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from PIL import Image
 
 from litseg.runtime.geometry import Reorientation
 from litseg.train.data import patient_match as pm
 from litseg.train.data import patients as pt
 from litseg.train.data.case_order import case_by_order, lits_volume, place_by_order
-from litseg.train.data.lits_tumor import SELECTION_VOLUMES, TEST_VOLUMES
+from litseg.train.data.lits_tumor import SELECTION_VOLUMES, TEST_VOLUMES, load_lits_tumor
 from litseg.train.data.orientation import DIHEDRAL
-from litseg.train.data.real_slices import MSD_VALIDATION_CASES
+from litseg.train.data.real_slices import MSD_VALIDATION_CASES, load_ircad
 from tests.conftest import shared_data
 
 FloatArray = npt.NDArray[np.float32]
@@ -261,6 +263,40 @@ def test_real_matches_separate_with_a_margin(finding: pt.Finding) -> None:
     assert len(set(finding.by_content.values())) == len(finding.by_content)
     # Different MSD patients never reach the threshold against each other.
     assert not [m for m in finding.tables["msd-msd"].matches() if m.patient_a != m.patient_b]
+
+
+def _jpeg_msd_export(hu: FloatArray, transform: Reorientation) -> FloatArray:
+    """A real slice exported as the MSD generator did: HU saturated to 0..255, 256 px, turned, 8-bit JPEG."""
+    grey = np.clip(hu, 0, 255).astype(np.float32)
+    small = Image.fromarray(grey, mode="F").resize((256, 256), Image.Resampling.BILINEAR)
+    turned = np.asarray(transform.apply_array(np.asarray(small)[None])[0])
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(turned).astype(np.uint8)).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(buffer), dtype=np.float32)
+
+
+def _without(signatures: pm.Signatures, patient: str, slice_id: int) -> pm.Signatures:
+    pairs = zip(signatures.patients, signatures.slice_ids, strict=True)
+    keep = [k for k, key in enumerate(pairs) if key != (patient, slice_id)]
+    return pm.Signatures(
+        tuple(signatures.patients[k] for k in keep),
+        tuple(signatures.slice_ids[k] for k in keep),
+        signatures.vectors[keep],
+    )
+
+
+def test_real_slices_exported_again_match_their_own_patient_only(signatures: dict[str, pm.Signatures]) -> None:
+    # Real anatomy as known pairs: lits-tumor and IRCAD slices re-exported the MSD way are found in their own
+    # patient and no other; a lits-tumor slice through its neighbour 2 slices away (itself left out).
+    lits = [s for s in load_lits_tumor(shared_data("lits-tumor-slices"), {3, 48}, check=False) if s.liver.any()]
+    ircad = load_ircad(shared_data("ircad-liver-slices"))
+    turn = Reorientation(transpose=True, flip_y=True)
+    for s in lits[:: max(1, len(lits) // 6)] + ircad[::6]:
+        query = _signatures([("query", 0, _jpeg_msd_export(s.hu, turn))])
+        own = signatures["ircad"] if s.source == "ircad" else _without(signatures["lits"], s.patient, s.slice_index)
+        ranked = pm.score(query, own).ranked("query")
+        assert ranked[0][0] == s.patient and ranked[0][1] >= pm.MATCH_R, (s.name, ranked[:2])
+        assert ranked[1][1] < pm.MATCH_R, (s.name, ranked[:2])
 
 
 def test_real_loaders_agree_on_the_orientation_of_each_matched_patient(finding: pt.Finding) -> None:
