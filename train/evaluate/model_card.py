@@ -191,7 +191,9 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         "## Limits",
         "- Phantom anatomy is drawn from analytic shapes; real livers, lesions and neighbours vary far more."
         + (
-            " The real slices carry no tumor labels (MSD merged liver and tumor): tumor is learnt from phantoms only."
+            " Real tumour labels come from a dozen LiTS patients (the lits-tumor training volumes, every second"
+            " slice); the MSD slices merge liver and tumour (a marginal loss). The real slices were exported as"
+            " 8-bit pictures (HU estimated; above 160 HU a lower bound in the lits-tumor export)."
             if uses_real_data(data)
             else ""
         ),

@@ -1,7 +1,8 @@
-"""The model card's parts about real data: what the model was trained on, and how it did on real slices
-and on phantom cases without a liver (read from the JSON files ``train/recipe.sh`` writes into its work
-folder: ``eval-msd-<task>.json``, ``eval-ircad-<task>.json``, their ``-baseline`` twins measured on the
-models the recipe replaced, and ``eval-negatives-<task>.json``)."""
+"""The model card's parts about real data: what the model was trained on, and how it did on real CT and on
+phantom cases without a liver, read from the JSON files ``train/recipe.sh`` writes into its work folder:
+``shipped-<set>-<task>.json`` (:mod:`.shipped`: real slices through the shipped path, on the clean sets of
+:mod:`..data.patients`), their ``-baseline`` twins measured on the models the recipe replaced,
+``calibrate-real.json`` (:mod:`.calibrate_real`) and ``eval-negatives-<task>.json``."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def uses_real_data(data: dict[str, Any]) -> bool:
 def headline(data: dict[str, Any]) -> list[str]:
     if uses_real_data(data):
         return [
-            "**Trained on litseg phantoms and real CT slices (below); validated on real slices of 22 held-out",
-            "patients and tested once on another hospital's slices. Not for clinical use.**",
+            "**Trained on litseg phantoms and real CT slices with real tumour labels (below); chosen on real",
+            "selection volumes and reported once, through the shipped path, on real patients never used for a",
+            "choice. Not for clinical use.**",
         ]
     return [
         "**Trained on synthetic phantoms only. Not for clinical use.** It shows the litseg pipeline working end",
@@ -47,45 +49,73 @@ def data_lines(data: dict[str, Any], members: bool) -> list[str]:
     return lines
 
 
-def _slice_result(ev: dict[str, Any]) -> str:
+#: The shipped-path result files of the recipe, in the card's order: key, what the set is, what it was used for.
+SHIPPED_SETS = (
+    ("lits-test", "lits-tumor test volumes (LiTS 5, 10, 16, 48)", "report only"),
+    ("msd-report", "MSD report patients (11, clean split)", "report only"),
+    ("ircad", "3D-IRCADb-01 (16 patients; all of them excluded from training)", "report only"),
+    ("lits-selection", "lits-tumor selection volumes (LiTS 9, 22, 50)", "checkpoint and post-processing choice"),
+)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def shipped_row(title: str, use: str, ev: dict[str, Any]) -> str:
+    """One table row of a shipped-path result: liver Dice per slice (and per volume), tumour, lesions."""
+    s = ev["summary"]
+    per_slice = s["liver_dice_per_slice"]
+    volumes = s.get("volumes")
+    tumor = lesions = liver_volume = "n/a"
+    if volumes is not None:
+        t = volumes["tumor"]
+        tumor = f"{_num(t['dice_per_case_mean'], '.3f')} / {_num(t['dice_global'], '.3f')}"
+        lesions = f"{_num(volumes['lesion_recall'], '.2f')} / {_num(volumes['lesion_precision'], '.2f')}"
+        liver_volume = f"{_num(volumes['liver']['dice_per_case_mean'], '.3f')}"
+    free = s["liver_free"]
+    free_text = f"{free['with_predicted_tumor']} of {free['slices']}" if free["slices"] else "n/a"
     return (
-        f"liver Dice per slice mean **{ev['liver_dice_per_slice_mean']:.4f}** (median "
-        f"{ev['liver_dice_per_slice_median']:.4f}, min {ev['liver_dice_per_slice_min']:.4f}), per patient "
-        f"{ev['liver_dice_per_patient_mean']:.4f}, global {ev['liver_dice_global']:.4f} ({ev['slices']} slices, "
-        f"{ev['patients']} patients)"
+        f"| {title} ({s['model_version']}) | {use} | {_num(per_slice['mean'], '.3f')} "
+        f"({_num(per_slice['median'], '.3f')}) | {liver_volume} | {tumor} | {lesions} | {free_text} |"
     )
 
 
 def evaluation_lines(work: Path, task: str) -> list[str]:
-    """The real-slice and no-liver sections, for whichever of their JSON files exist."""
+    """The real-CT and no-liver sections, for whichever of their JSON files exist."""
     lines: list[str] = []
-    sets = (
-        ("msd", "MSD validation patients (the fixed 22 of 122, never trained on; LiTS17 / Decathlon slices)"),
-        ("ircad", "3D-IRCADb-01 (16 patients of another hospital; evaluated once, after every choice was made)"),
-    )
-    found = [(key, title, _load(work / f"eval-{key}-{task}.json")) for key, title in sets]
-    if any(ev for _, _, ev in found):
-        what = "liver" if task == "liver" else "liver plus tumor"
+    found = [(key, title, use, _load(work / f"shipped-{key}-{task}.json")) for key, title, use in SHIPPED_SETS]
+    if any(ev for *_, ev in found):
         lines += [
             "",
-            "## Real CT slices",
-            f"Measured with `litseg-eval-slices`: each slice through the runtime's preprocessing, the model (with its "
-            f"test-time shifts) and back to the slice's grid; the predicted {what} against the reference liver "
-            "(MSD: liver and tumor merged by the source). No volume post-processing (a lone slice has no 3-D "
-            "connectivity).",
+            "## Real CT, through the shipped path",
+            "Each real slice, or each run of neighbouring slices of a lits-tumor volume, written as a DICOM series "
+            "(384 mm field of view; slice spacing estimated per volume) and segmented by `segment()` with the "
+            "model's defaults (focus, post-processing), as `litseg-run` does (`python -m "
+            "litseg.train.evaluate.shipped`). Which patient is where: docs/training.md, 'Clean sets'. Liver Dice on "
+            "liver plus tumour; volumes are a lits-tumor volume's exported slices stacked.",
             "",
+            "| set (model) | used for | liver Dice per slice, mean (median) | liver Dice per volume | tumour Dice "
+            "per volume / global | lesion recall / precision | liver-free slices with tumour |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for key, title, ev in found:
+        for key, title, use, ev in found:
             if ev is None:
                 continue
-            lines.append(f"- {title}: {_slice_result(ev)}.")
-            base = _load(work / f"eval-{key}-{task}-baseline.json")
+            lines.append(shipped_row(title, use, ev))
+            base = _load(work / f"shipped-{key}-{task}-baseline.json")
             if base is not None:
-                caveat = "" if base.get("msd_input_exact", True) else "; its window reaches outside MSD's 0..255 HU"
-                lines.append(
-                    f"  - the model this one replaced ({base['model']} {base['model_version']}, window "
-                    f"{base['window_hu']} HU{caveat}): {_slice_result(base)}."
-                )
+                lines.append(shipped_row(title + ", the model replaced", "(baseline)", base))
+    calibration = _load(work / "calibrate-real.json")
+    if calibration is not None and task == "liver-tumor":
+        c = calibration["chosen"]
+        lines += [
+            "",
+            f"Tumour post-processing chosen on the lits-tumor selection volumes ({calibration['rule']}): small-tumour "
+            f"filter {c['min_tumor_ml']:g} mL, margin {c['tumor_margin_mm']:g} mm (there: tumour Dice per volume "
+            f"{_num(c['tumor_dice_per_volume'], '.3f')}, global {_num(c['tumor_dice_global'], '.3f')}, lesion "
+            f"recall {_num(c['lesion_recall'], '.2f')}, precision {_num(c['lesion_precision'], '.2f')}).",
+        ]
     negatives = _load(work / f"eval-negatives-{task}.json")
     if negatives is not None:
         lines += [

@@ -9,31 +9,37 @@ from litseg.train.evaluate.model_card_real import data_lines, evaluation_lines, 
 from litseg.train.evaluate.negatives import main as negatives_main
 
 
-def _slices(model: str, mean: float, window: list[float], exact: bool) -> dict[str, object]:
-    return {
-        "model": model,
-        "model_version": "0.4.0",
-        "window_hu": window,
-        "slices": 121,
-        "patients": 22,
-        "liver_dice_per_slice_mean": mean,
-        "liver_dice_per_slice_median": mean + 0.01,
-        "liver_dice_per_slice_min": 0.5,
-        "liver_dice_per_patient_mean": mean,
-        "liver_dice_global": mean + 0.02,
-        "msd_input_exact": exact,
+def _shipped(version: str, liver: float, tumor: float | None) -> dict[str, object]:
+    """A shipped-path result as python -m litseg.train.evaluate.shipped writes it (the keys the card reads)."""
+    summary: dict[str, object] = {
+        "model_version": version,
+        "liver_dice_per_slice": {"n": 20, "mean": liver, "median": liver + 0.01, "min": 0.5},
+        "liver_free": {"slices": 7, "with_predicted_tumor": 1, "with_predicted_liver": 2},
     }
+    if tumor is not None:
+        summary["volumes"] = {
+            "liver": {"dice_per_case_mean": liver + 0.02},
+            "tumor": {"dice_per_case_mean": tumor, "dice_global": tumor + 0.05},
+            "lesion_recall": 0.5,
+            "lesion_precision": 0.75,
+        }
+    return {"summary": summary}
 
 
 def test_card_names_the_real_data_and_every_real_result(tmp_path: Path) -> None:
-    (tmp_path / "eval-msd-liver.json").write_text(json.dumps(_slices("liver.onnx", 0.951, [0.0, 255.0], True)))
-    baseline = _slices("liver.onnx", 0.222, [-200.0, 300.0], False)
-    (tmp_path / "eval-msd-liver-baseline.json").write_text(json.dumps(baseline))
-    (tmp_path / "eval-ircad-liver.json").write_text(json.dumps(_slices("liver.onnx", 0.93, [0.0, 255.0], True)))
-    text = "\n".join(evaluation_lines(tmp_path, "liver"))
-    assert "MSD validation patients" in text and "**0.9510**" in text and "**0.9300**" in text
-    assert "0.2220" in text and "outside MSD's 0..255 HU" in text  # the baseline and why it is not exact
-    assert "3D-IRCADb-01" in text and "once" in text
+    (tmp_path / "shipped-lits-test-liver-tumor.json").write_text(json.dumps(_shipped("0.7.0", 0.951, 0.777)))
+    baseline = _shipped("0.6.0", 0.922, 0.555)
+    (tmp_path / "shipped-lits-test-liver-tumor-baseline.json").write_text(json.dumps(baseline))
+    (tmp_path / "shipped-ircad-liver-tumor.json").write_text(json.dumps(_shipped("0.7.0", 0.93, None)))
+    chosen = {"min_tumor_ml": 0.5, "tumor_margin_mm": 1.0, "tumor_dice_per_volume": 0.7, "tumor_dice_global": 0.8,
+              "lesion_recall": 0.6, "lesion_precision": 0.75}  # fmt: skip
+    (tmp_path / "calibrate-real.json").write_text(json.dumps({"rule": "precision first", "chosen": chosen}))
+    text = "\n".join(evaluation_lines(tmp_path, "liver-tumor"))
+    assert "lits-tumor test volumes" in text and "report only" in text
+    assert "| 0.951 (0.961) | 0.971 | 0.777 / 0.827 | 0.50 / 0.75 | 1 of 7 |" in text
+    assert "the model replaced (0.6.0)" in text and "0.555 / 0.605" in text  # the baseline on the same set
+    assert "3D-IRCADb-01" in text and "| 0.930 (0.940) | n/a | n/a | n/a |" in text
+    assert "filter 0.5 mL, margin 1 mm" in text
     data = {
         "sets": [
             {"file": "liver.h5", "epoch_share": 0.6, "cases": 80, "train_cases": 64, "train_slices": 5000,
@@ -42,7 +48,7 @@ def test_card_names_the_real_data_and_every_real_result(tmp_path: Path) -> None:
              "val_cases": 22, "val_slices": 121, "provenance": "msd-liver-slices: ... CC-BY-SA 4.0 ..."},
         ]
     }  # fmt: skip
-    assert "real CT slices" in " ".join(headline(data))
+    assert "real tumour labels" in " ".join(headline(data))
     lines = data_lines(data, members=False)
     assert "60% of each epoch" in lines[1] and "CC-BY-SA 4.0" in lines[2]
     assert "phantoms only" in " ".join(headline({"file": "liver.h5", "cases": 80}))
