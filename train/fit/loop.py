@@ -118,9 +118,13 @@ def _same_run(before: TrainConfig, now: TrainConfig) -> bool:
     }
 
 
-def train(config: TrainConfig, progress: bool = False) -> Path:
+def train(config: TrainConfig, progress: bool = False, stop_after: int | None = None) -> Path:
     """Run training; returns the path of the best checkpoint (by the validation score: mean foreground Dice,
-    averaged over the sets)."""
+    averaged over the sets).
+
+    ``stop_after`` ends the process after that epoch as an interruption would: the run keeps its schedule
+    over ``config.epochs`` and a later resume with the same settings goes on where it stopped (a budget for
+    one sitting, not a setting of the run)."""
     rank, world = _dist()
     torch.manual_seed(config.seed)
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -187,7 +191,8 @@ def train(config: TrainConfig, progress: bool = False) -> Path:
     best_path = out / "checkpoint-best.pt"
     ran_on = hardware(device, world)
     sampler = EpochSampler(plan, rank, world, encode_draws=True)
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, max(stop_after, start_epoch))
+    for epoch in range(start_epoch, last_epoch):
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
         loader = DataLoader(

@@ -131,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
     parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="end after this epoch as an interruption would (the lr schedule still spans --epochs; resume "
+        "with the same flags to go on)",
+    )
+    parser.add_argument(
         "--init",
         default=None,
         help="checkpoint whose weights start this run (fine-tuning; layers whose shape differs, such as the "
@@ -154,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        best = train(config, progress=sys.stderr.isatty())
+        best = train(config, progress=sys.stderr.isatty(), stop_after=args.stop_after)
     except LitsegError as exc:  # sets that cannot be trained together, a test-only set, a wrong task
         print(f"litseg-train: error: {exc}", file=sys.stderr)
         return exc.exit_code

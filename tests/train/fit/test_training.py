@@ -150,15 +150,20 @@ def test_an_interrupted_run_resumed_ends_where_the_uninterrupted_one_does(tiny_s
     assert len(json.loads((cut / "log.json").read_text())) < 3, "the run finished before it could be killed"
     resume = ["--out", str(cut), "--resume", str(cut / "checkpoint-last.pt")]
     subprocess.run([*trainer, *resume], check=True, capture_output=True, timeout=300)
-    whole, resumed = (
-        load_checkpoint(tmp_path / "whole" / "checkpoint-last.pt"),
-        load_checkpoint(cut / "checkpoint-last.pt"),
-    )
-    assert whole.epoch == resumed.epoch == 3
-    for name, tensor in whole.model.state_dict().items():
-        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
-    losses = [[row["train_loss"] for row in c.metrics["history"]] for c in (whole, resumed)]
-    assert losses[0] == losses[1]
+    # --stop-after: the same interruption, asked for (a budget for one sitting)
+    stopped = tmp_path / "stopped"
+    subprocess.run([*trainer, "--out", str(stopped), "--stop-after", "2"], check=True, capture_output=True, timeout=300)
+    assert load_checkpoint(stopped / "checkpoint-last.pt").epoch == 2
+    resume = ["--out", str(stopped), "--resume", str(stopped / "checkpoint-last.pt")]
+    subprocess.run([*trainer, *resume], check=True, capture_output=True, timeout=300)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoint-last.pt")
+    for other in (cut, stopped):
+        resumed = load_checkpoint(other / "checkpoint-last.pt")
+        assert whole.epoch == resumed.epoch == 3
+        for name, tensor in whole.model.state_dict().items():
+            assert torch.equal(tensor, resumed.model.state_dict()[name]), (other.name, name)
+        losses = [[row["train_loss"] for row in c.metrics["history"]] for c in (whole, resumed)]
+        assert losses[0] == losses[1]
 
 
 def test_checkpoints_refuse_arbitrary_pickles(tmp_path: Path) -> None:
