@@ -63,8 +63,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=build/benchmarks.json
 	$(BIN)/python -m benchmarks.report build/benchmarks.json
 
-# The recipe of the bundled default models (CPU, 2 cores; times in train/recipe.sh): phantoms -> HDF5 ->
-# train -> export -> evaluate on held-out phantoms. Override e.g. CASES=10 EPOCHS_1=1 for a dry run.
+# The recipe of the bundled default models (train/recipe.sh): phantoms + real slices -> HDF5 -> train ->
+# export -> evaluate on held-out phantoms and the real report sets. Override e.g. CASES=4 EPOCHS=1 PATCHES=32
+# for a dry run; rerun to go on after an interruption.
 models: $(STAMP)
 	bash train/recipe.sh
 
