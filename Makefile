@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck test-gpu bench models clean
 
-# A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
+# A venv with everything (runtime, training, dev tools, Ray for litseg-batch); torch pinned through
+# constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev,batch]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,187 @@
+"""Ray, and only here: a pool of worker actors (one loaded model each) fed one series at a time.
+
+- **Where**: without an address Ray starts on this machine with the CPUs asked for; with one, the batch
+  attaches to that cluster (``ray start --head`` / ``ray start --address``) as a driver, and every node must
+  see the inputs, the model and ``--out`` at the same paths (shared storage).
+- **Back-pressure**: each actor has at most one series in flight and the next entry is taken from the plan
+  only when an actor is free, so a 50,000-series manifest never has more than ``workers`` tasks in Ray.
+- **A worker killed mid-series** (SIGKILL, OOM killer, a lost node): Ray restarts the actor (its model is
+  loaded again) and retries the series on it, up to :data:`MAX_TASK_RETRIES` times; the killed attempt's
+  temporary folder is never renamed into place, so no partial result appears (the driver removes it). The
+  driver hears of the series once, when an attempt finishes, so it has one ledger line. A series that kills
+  its worker every time is recorded as failed (``WorkerDied``) and its actor replaced.
+- **Ctrl-C** on the driver: no new series is handed out, the actors are killed (their unfinished series'
+  temporary folders removed by the driver), and the caller learns which series finished; a re-run does the
+  rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import DeviceError, ModelError
+from .inputs import Entry
+from .ledger import ModelIdentity
+from .worker import SeriesWorker, WorkSettings, outcome
+
+log = logging.getLogger(__name__)
+
+#: Attempts after the first for a series whose worker process died under it.
+MAX_TASK_RETRIES = 2
+#: How long the driver waits for killed actors' series to settle after Ctrl-C (s).
+SETTLE_S = 10.0
+#: ray.wait's timeout (s): how often the driver wakes to notice a Ctrl-C when nothing finishes.
+POLL_S = 0.5
+#: Object store for a Ray this batch starts itself: only small records travel through it.
+LOCAL_OBJECT_STORE_BYTES = 128 << 20
+
+OnStart = Callable[[Entry, dict[str, Any]], None]
+OnDone = Callable[[Entry, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where and how wide to run: ``workers`` actors (``None``: every CPU of the cluster, by ``threads``), each
+    with ``threads`` CPUs and ``gpu_share`` of a GPU (0 on the CPU); ``ray_address`` of a cluster or ``None``
+    for a local Ray; ``verbose`` forwards the workers' logs to the driver's terminal."""
+
+    workers: int | None = None
+    threads: int = 1
+    gpu_share: float = 0.0
+    ray_address: str | None = None
+    verbose: bool = False
+
+
+def _connect(options: EngineOptions) -> tuple[Any, bool]:
+    """Ray, connected; True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():  # an embedding program (or a test) started it: use it as it is
+        return ray, False
+    common: dict[str, Any] = {"log_to_driver": options.verbose, "logging_level": logging.WARNING}
+    if options.ray_address:
+        ray.init(address=options.ray_address, **common)
+        return ray, True
+    cpus = (options.workers or os.cpu_count() or 1) * options.threads
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+        **common,
+    )
+    return ray, True
+
+
+class _Pool:
+    """The actors, each idle or busy with one series."""
+
+    def __init__(self, ray: Any, settings: WorkSettings, options: EngineOptions, model: ModelIdentity) -> None:
+        self.ray = ray
+        self.model = model
+        self.actor_class = ray.remote(
+            num_cpus=options.threads,
+            num_gpus=options.gpu_share,
+            max_restarts=-1,
+            max_task_retries=MAX_TASK_RETRIES,
+        )(SeriesWorker)
+        self.settings = settings
+        workers = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // options.threads))
+        self.actors = [self.actor_class.remote(settings) for _ in range(workers)]
+        self.identities = [self._identity(actor) for actor in self.actors]
+
+    def _identity(self, actor: Any) -> dict[str, Any]:
+        """The actor's identity once its model is loaded; its model must be the driver's, byte for byte."""
+        try:
+            identity: dict[str, Any] = self.ray.get(actor.identity.remote())
+        except self.ray.exceptions.RayActorError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, ModelError | DeviceError):
+                raise cause from None
+            raise ModelError(f"a batch worker could not start: {' '.join(str(cause).split())[:500]}") from exc
+        if identity["model"]["sha256"] != self.model.sha256:
+            raise ModelError(
+                f"the model a worker on {identity['host']} loaded has sha256 {identity['model']['sha256'][:12]}..., "
+                f"the driver's {self.model.sha256[:12]}...: every node must see the same model file at the same path"
+            )
+        return identity
+
+    def replace(self, index: int) -> None:
+        """A fresh actor for one whose series failed with its process (it may be restarting forever)."""
+        self.ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self.actor_class.remote(self.settings)
+        self.identities[index] = self._identity(self.actors[index])
+
+    def kill_all(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+
+
+def _died(ray: Any, entry: Entry, exc: Exception) -> dict[str, Any]:
+    name = "WorkerDied" if isinstance(exc, ray.exceptions.RayActorError) else type(exc).__name__
+    message = " ".join(str(exc).split())[:1000]
+    return outcome(
+        entry,
+        "failed",
+        70,
+        error={"class": name, "message": f"the worker process ended {MAX_TASK_RETRIES + 1} times under it: {message}"},
+    )
+
+
+def run_entries(
+    entries: Iterable[Entry],
+    settings: WorkSettings,
+    options: EngineOptions,
+    model: ModelIdentity,
+    on_start: OnStart,
+    on_done: OnDone,
+) -> bool:
+    """Segment every entry on the pool; ``on_done`` gets each entry's one record as it finishes.
+
+    Returns
+    -------
+    bool
+        True when Ctrl-C stopped the run (entries not passed to ``on_done`` did not finish).
+    """
+    ray, started = _connect(options)
+    try:
+        pool = _Pool(ray, settings, options, model)
+        return _feed(ray, pool, iter(entries), on_start, on_done)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _feed(ray: Any, pool: _Pool, pending: Iterator[Entry], on_start: OnStart, on_done: OnDone) -> bool:
+    idle = list(range(len(pool.actors)))
+    in_flight: dict[Any, tuple[Entry, int]] = {}
+    try:
+        while True:
+            while idle:
+                entry = next(pending, None)
+                if entry is None:
+                    break
+                index = idle.pop()
+                in_flight[pool.actors[index].run.remote(entry)] = (entry, index)
+                on_start(entry, pool.identities[index])
+            if not in_flight:
+                return False
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                entry, index = in_flight.pop(ref)
+                try:
+                    record: dict[str, Any] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    record = _died(ray, entry, exc)
+                    pool.replace(index)
+                on_done(entry, record)
+                idle.append(index)
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping the workers; %d series in flight will run again next time", len(in_flight))
+        pool.kill_all()
+        if in_flight:  # let the killed tasks settle, so that no worker still writes when the driver cleans up
+            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=SETTLE_S)
+        return True
