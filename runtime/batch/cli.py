@@ -52,7 +52,8 @@ exit codes:
   {errors.EXIT_DEVICE}  requested device unusable
   {errors.EXIT_OUTPUT}  --out unusable: overlaps an input, holds other files, another batch holds it
   {errors.EXIT_MISSING_EXTRA}  Ray is not installed: pip install 'litseg[batch]'
-  {EXIT_SERIES_FAILED}  at least one series failed (model, device, output or internal error, or its worker died)
+  {EXIT_SERIES_FAILED}  a series failed (model, device, output or internal error, or its worker died), in this run
+     or in an earlier one and not retried (--retry-failed)
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
   {EXIT_INTERRUPTED} interrupted (Ctrl-C or SIGTERM): what finished is in the ledger; run again for the rest
 """

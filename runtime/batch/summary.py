@@ -78,10 +78,12 @@ class Progress:
 
 
 def exit_code(result: BatchResult) -> int:
-    """0 when every series that ran was done or refused for its input; 130 interrupted; 8 any failed."""
+    """130 when interrupted; 8 when a series failed now or stays failed from an earlier run (skipped without
+    ``--retry-failed``); else 0: every series is done or refused for its input."""
     if result.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_SERIES_FAILED if result.failed else errors.EXIT_OK
+    still_failed = any(d.kind == "failed" for _, d in result.decisions)
+    return EXIT_SERIES_FAILED if result.failed or still_failed else errors.EXIT_OK
 
 
 def summarize(result: BatchResult) -> dict[str, Any]:
