@@ -174,6 +174,8 @@ def run_batch(
         running_path = options.out_dir / RUNNING_NAME
 
         def started_on(entry: Entry, worker: dict[str, Any]) -> None:
+            if result.startup_s is None:  # Ray up and the pool's models loaded: the fixed cost of a run
+                result.startup_s = time.perf_counter() - started
             running[entry.id] = {"host": worker["host"], "pid": worker["pid"], "since": now_iso()}
             write_json_atomic(running_path, running)
             if on_start is not None:

@@ -29,6 +29,8 @@ class BatchResult:
     interrupted: bool = False
     seconds: float = 0.0
     model: ModelIdentity | None = None
+    #: Seconds from the start until the first series was handed to a worker (Ray and the workers starting).
+    startup_s: float | None = None
 
     @property
     def failed(self) -> int:
@@ -101,6 +103,7 @@ def summarize(result: BatchResult) -> dict[str, Any]:
     return {
         "finished": now_iso(),
         "seconds": round(result.seconds, 3),
+        "startup_s": None if result.startup_s is None else round(result.startup_s, 3),
         "interrupted": result.interrupted,
         "model": result.model.as_dict() if result.model else None,
         "entries": len(result.decisions),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import socket
 import time
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class SeriesWorker:
     def run(self, entry: Entry) -> dict[str, Any]:
         """Segment ``entry`` and write its results atomically; the ledger record of what happened."""
         started = time.perf_counter()
-        worker = {"host": self.host, "pid": os.getpid()}
+        worker: dict[str, Any] = {"host": self.host, "pid": os.getpid()}
         out_dir = Path(self.settings.out_dir) / entry.id
         formats = self.settings.formats or default_formats(entry.source)
         try:
@@ -130,6 +131,8 @@ class SeriesWorker:
                 worker=worker,
             )
         report = result.report()
+        # the process' peak so far (kilobytes on Linux): what a worker needs, for sizing a cluster's nodes
+        worker["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return outcome(
             entry,
             "done",
