@@ -176,11 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.LitsegError as exc:
         print(f"litseg-batch: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
-    except ModuleNotFoundError as exc:
-        if exc.name != "ray":
-            raise
-        print("litseg-batch: error: Ray is not installed; pip install 'litseg[batch]'", file=sys.stderr)
-        return errors.EXIT_MISSING_EXTRA
     except KeyboardInterrupt:
         print("litseg-batch: interrupted before any series ran; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DeviceError, ModelError
+from ..errors import EXIT_MISSING_EXTRA, DeviceError, LitsegError, ModelError
 from .inputs import Entry
 from .ledger import ModelIdentity
 from .worker import SeriesWorker, WorkSettings, outcome
@@ -56,9 +56,18 @@ class EngineOptions:
     verbose: bool = False
 
 
+class RayMissingError(LitsegError):
+    """Ray, an optional extra, is not installed where the batch runs."""
+
+    exit_code = EXIT_MISSING_EXTRA
+
+
 def _connect(options: EngineOptions) -> tuple[Any, bool]:
     """Ray, connected; True when this call started it (and must shut it down)."""
-    import ray
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayMissingError(f"Ray is not installed ({exc}); pip install 'litseg[batch]'") from None
 
     if ray.is_initialized():  # an embedding program (or a test) started it: use it as it is
         return ray, False
