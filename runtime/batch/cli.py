@@ -193,10 +193,13 @@ def _run(options: BatchOptions, quiet: bool) -> int:
     def planned(to_run: int) -> None:
         progress.append(Progress(to_run, sys.stderr, sys.stderr.isatty(), enabled=not quiet))
 
+    def started(entry: Entry, worker: dict[str, Any]) -> None:
+        progress[0].start()
+
     def finished(record: dict[str, Any]) -> None:
         progress[0](record)
 
-    result = run_batch(options, on_planned=planned, on_record=finished)
+    result = run_batch(options, on_planned=planned, on_start=started, on_record=finished)
     summary = summarize(result)
     if not quiet:
         print(table(summary), file=sys.stderr)

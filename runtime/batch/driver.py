@@ -14,16 +14,16 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..api import RunConfig, check_formats
-from ..errors import OutputError
+from ..errors import OutputError, UsageError
 from ..model import Model
 from .engine import EngineOptions, run_entries
-from .inputs import Entry, Plan, plan_inputs
+from .inputs import MANIFEST_SUFFIXES, Entry, Plan, plan_inputs
 from .ledger import LEDGER_NAME, LOCK_NAME, Decision, Ledger, ModelIdentity, decide, exclusive, file_sha256
 from .summary import BatchResult, summarize
 from .worker import WorkSettings, now_iso
@@ -82,16 +82,26 @@ def model_identity(config: RunConfig) -> ModelIdentity:
     return ModelIdentity(model.info.name, model.info.version, file_sha256(model.info.path))
 
 
-def _check_out(out_dir: Path, inputs: tuple[Path, ...]) -> None:
-    """--out must be outside every input and, when it holds files, be a batch's own (it has a ledger)."""
-    out = Path(os.path.abspath(out_dir))
-    for item in inputs:
-        folder = Path(os.path.abspath(item if item.is_dir() else item.parent))
-        if out == folder or folder in out.parents or out in folder.parents:
+def _overlap(out: Path, sources: Iterable[str | Path]) -> None:
+    """Refuse an --out that equals, contains or lies inside an input's folder (a file's folder for a file)."""
+    resolved = Path(os.path.abspath(out))
+    for source in sources:
+        path = Path(source)
+        if not path.exists():  # the worker refuses it ("input not found"); nothing of it can be touched
+            continue
+        folder = Path(os.path.abspath(path if path.is_dir() else path.parent))
+        if resolved == folder or folder in resolved.parents or resolved in folder.parents:
             raise OutputError(
-                f"--out {out_dir} overlaps the input {item}; results must never be written into or around the "
+                f"--out {out} overlaps the input {source}; results must never be written into or around the "
                 "input: choose an --out outside it"
             )
+
+
+def _check_out(out_dir: Path, inputs: tuple[Path, ...]) -> None:
+    """--out must be outside every root and volume given (a manifest's rows are checked once read) and, when it
+    holds files, be a batch's own (it has a ledger)."""
+    out = Path(os.path.abspath(out_dir))
+    _overlap(out_dir, [item for item in inputs if not item.name.lower().endswith(MANIFEST_SUFFIXES)])
     if out.is_dir() and not (out / LEDGER_NAME).exists():
         foreign = [p.name for p in out.iterdir() if p.name != LOCK_NAME]
         if foreign:
@@ -124,7 +134,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def plan_batch(options: BatchOptions, model: ModelIdentity) -> tuple[Plan, list[tuple[Entry, Decision]]]:
     """The entries and, for each, whether it runs now (the ledger, the retry flags and the limit decide)."""
     plan = plan_inputs(options.inputs)
+    _overlap(options.out_dir, [e.source for e in plan.entries])
     latest = Ledger(options.out_dir).latest() if options.out_dir.is_dir() else {}
+    # An output folder belongs to one input: a new input under an id the ledger gives another is refused
+    # before anything runs (it would replace that input's results).
+    owners = {r.get("id"): key for key, r in latest.items() if r.get("status") == "done"}
+    taken = [(e.id, owners[e.id]) for e in plan.entries if e.id in owners and owners[e.id] != e.key]
+    if taken:
+        name, owner = taken[0]
+        raise UsageError(
+            f"{len(taken)} entr{'y' if len(taken) == 1 else 'ies'} would write into output folders that hold "
+            f"another input's results, e.g. {name!r} (from {owner}); give them other ids, or another --out"
+        )
     decisions = []
     to_run = 0
     for entry in plan.entries:

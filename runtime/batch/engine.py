@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EXIT_MISSING_EXTRA, DeviceError, LitsegError, ModelError
+from ..errors import EXIT_MISSING_EXTRA, DeviceError, LitsegError, ModelError, UsageError
 from .inputs import Entry
 from .ledger import ModelIdentity
 from .worker import SeriesWorker, WorkSettings, outcome
@@ -98,7 +98,7 @@ class _Pool:
             max_task_retries=MAX_TASK_RETRIES,
         )(SeriesWorker)
         self.settings = settings
-        workers = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // options.threads))
+        workers = _check_capacity(ray.cluster_resources(), options)
         self.actors = [self.actor_class.remote(settings) for _ in range(workers)]
         self.identities = [self._identity(actor) for actor in self.actors]
 
@@ -127,6 +127,22 @@ class _Pool:
     def kill_all(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor, no_restart=True)
+
+
+def _check_capacity(resources: dict[str, float], options: EngineOptions) -> int:
+    """How many workers to start; more than the cluster can ever place would wait for ever, so it is refused."""
+    cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    fit = int(cpus // options.threads)
+    if options.gpu_share > 0:
+        fit = min(fit, int(gpus / options.gpu_share + 1e-9))
+    workers = options.workers or fit
+    if workers < 1 or workers > fit:
+        gpu = f" and {gpus:g} GPU(s) ({options.gpu_share:g} each)" if options.gpu_share > 0 else ""
+        raise UsageError(
+            f"{workers} worker(s) of {options.threads} CPU(s) each do not fit the Ray cluster's {cpus:g} CPU(s)"
+            f"{gpu}; ask for at most {fit} (--workers, --threads-per-worker, --gpu-share)"
+        )
+    return workers
 
 
 def _died(ray: Any, entry: Entry, exc: Exception) -> dict[str, Any]:

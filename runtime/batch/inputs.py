@@ -23,6 +23,10 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
 
 from ..errors import UsageError
 from ..nifti_series import nifti_name
@@ -36,6 +40,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: Names in ``--out`` that belong to the batch itself, never to a series.
 RESERVED_IDS = frozenset({"ledger.jsonl", "summary.json"})
+#: NIFTI_INTENT_LABEL: the voxels are label indices.
+NIFTI_INTENT_LABEL = 1002
 #: Discovery logs a line every this many files, so that a large archive shows it is being read.
 DISCOVERY_LOG_EVERY = 10_000
 
@@ -92,6 +98,27 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def nifti_left_out(path: Path) -> str | None:
+    """Why a NIfTI file found under a root is not a CT volume, from its header alone; None to run it.
+
+    Research layouts keep their masks beside the images (LiTS ``segmentation-N.nii``, TotalSegmentator's
+    ``segmentations/*.nii.gz``, a hundred per case): 8-bit voxels without a rescale, or a label intent, are
+    masks, not HU. Anything else is left to the reader, which refuses what is not CT naming the reason.
+    """
+    try:
+        header: Any = nib.load(str(path)).header  # the header only: the voxels are never read here
+        dtype = header.get_data_dtype()
+        slope = header["scl_slope"]
+        intent = int(header["intent_code"])
+    except Exception:  # unreadable: the worker's reader refuses it with its own message
+        return None
+    if intent == NIFTI_INTENT_LABEL:
+        return "NIfTI label map (intent label)"
+    if dtype.kind in "biu" and dtype.itemsize == 1 and (not np.isfinite(slope) or slope in (0.0, 1.0)):
+        return "NIfTI mask (8-bit voxels, no rescale)"
+    return None
+
+
 def discover(root: Path, plan: Plan) -> list[Entry]:
     """Every CT series and NIfTI volume under ``root``; unique ids are given later by :func:`assign_ids`."""
     series_folders: dict[str, set[Path]] = {}
@@ -101,7 +128,11 @@ def discover(root: Path, plan: Plan) -> list[Entry]:
         if n % DISCOVERY_LOG_EVERY == 0:
             log.info("discovery: %d of %d files classified", n, len(files))
         if _is_nifti(path):
-            volumes.append(Entry(_key(path, None), nifti_name(path), str(path)))
+            reason = nifti_left_out(path)
+            if reason is None:
+                volumes.append(Entry(_key(path, None), nifti_name(path), str(path)))
+            else:
+                plan.left_out[reason] += 1
             continue
         cand = read_file(path)  # header only: the pixel data are deferred and never read here
         if cand is None:

@@ -51,7 +51,7 @@ class Progress:
         self.stream = stream
         self.tty = tty
         self.enabled = enabled and total > 0
-        self.started = time.perf_counter()
+        self.started: float | None = None
         self.counts: Counter[str] = Counter()
         self.next_tenth = 1
 
@@ -67,8 +67,13 @@ class Progress:
             self.next_tenth = done * 10 // self.total + 1
             print(f"litseg-batch: {self.line(done)}", file=self.stream, flush=True)
 
+    def start(self) -> None:
+        """The first series is handed out: rates and ETA count from here, not from Ray's start-up."""
+        if self.started is None:
+            self.started = time.perf_counter()
+
     def line(self, done: int) -> str:
-        elapsed = time.perf_counter() - self.started
+        elapsed = time.perf_counter() - (self.started or time.perf_counter())
         rate = done / elapsed * 60 if elapsed > 0 else 0.0
         left = (self.total - done) / rate * 60 if rate > 0 else 0.0
         width = 24

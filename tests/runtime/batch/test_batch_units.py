@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from litseg.runtime.api import RunConfig
@@ -33,6 +35,8 @@ def test_a_root_folder_yields_every_ct_series_and_nifti_volume_and_says_what_it_
     (root / "b" / "volume-0.nii.gz").write_bytes(b"")  # a volume is taken by name; its reader judges it
     (root / "c").mkdir()
     (root / "c" / "volume-0.nii").write_bytes(b"")  # the same name elsewhere: ids must stay unique
+    mask = nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4))
+    nib.save(mask, str(root / "c" / "segmentation-0.nii"))  # LiTS keeps its masks beside the volumes
     plan = plan_inputs([root])
     by_source = {Path(e.source).relative_to(root).as_posix(): e for e in plan.entries}
     assert set(by_source) == {"a", "a/deeper", "b/volume-0.nii.gz", "c/volume-0.nii"}
@@ -40,7 +44,7 @@ def test_a_root_folder_yields_every_ct_series_and_nifti_volume_and_says_what_it_
     assert by_source["a/deeper"].series_uid == "1.2.3.2"
     nifti_ids = {by_source["b/volume-0.nii.gz"].id, by_source["c/volume-0.nii"].id}
     assert len(nifti_ids) == 2 and all(i.startswith("volume-0-") for i in nifti_ids)
-    assert plan.left_out == {"not DICOM": 1}
+    assert plan.left_out == {"not DICOM": 1, "NIfTI mask (8-bit voxels, no rescale)": 1}
     assert plan_inputs([root]).entries == plan.entries  # the same ids on every run
 
 
@@ -151,6 +155,16 @@ def test_dry_run_lists_every_entry_with_its_reason_and_writes_nothing(
         f"run   1.2.3.8  {tmp_path / 'root' / 'b'}  (new)",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl"]
+
+
+def test_an_output_folder_stays_with_the_input_that_wrote_it(tmp_path: Path, tumor_model: Path) -> None:
+    (tmp_path / "out").mkdir()
+    Ledger(tmp_path / "out").append({"key": "/elsewhere/a", "id": "case-1", "status": "done", "model": SAME})
+    (tmp_path / "in" / "b").mkdir(parents=True)
+    (tmp_path / "in" / "m.csv").write_text("path,id\nb,case-1\n")
+    options = BatchOptions((tmp_path / "in" / "m.csv",), tmp_path / "out", RunConfig(model=tumor_model), dry_run=True)
+    with pytest.raises(UsageError, match=r"another input's results, e\.g\. 'case-1'"):
+        run_batch(options)
 
 
 HIDE_RAY = textwrap.dedent(
