@@ -173,3 +173,18 @@ def _disagreeing_forms() -> nib.Nifti1Image:
     image.set_qform(np.diag([2.0, -2.0, 2.0, 1.0]), code=1)  # left and right swapped against the sform
     image.set_sform(_affine_ras(), code=1)
     return image
+
+
+def test_a_real_ct_as_nifti_gets_the_labels_of_its_dicom_series(real_ct: Path, tmp_path: Path) -> None:
+    """The real GE series (padding -3024, intercept -1024) through the bundled model, read from DICOM and from
+    a NIfTI file holding the same voxels with the rows flipped: the same labels at the same world positions."""
+    dicom = segment(real_ct / "dicom", RunConfig(device="cpu"))
+    volume = read_series(real_ct / "dicom").volume
+    (tmp_path / "in").mkdir()
+    path = _save(tmp_path / "in" / "real.nii.gz", *_file_layout(volume.array, volume.affine_lps, (0, 1, 0), (1, 0, 2)))
+    nifti = segment(path, RunConfig(device="cpu"))
+    assert (dicom.labels.array == 1).sum() > 1000  # the manual liver is there: the model finds liver
+    # the NIfTI volume's (i, j) are the DICOM's (flipped row, column): transpose back, then unflip the rows
+    back = np.asarray(nifti.labels.array).transpose(0, 2, 1)[:, ::-1, :]
+    assert np.array_equal(back, dicom.labels.array)
+    assert np.allclose(nifti.labels.index_to_lps([0, 0, 0]), volume.index_to_lps([0, volume.shape_zyx[1] - 1, 0]))
