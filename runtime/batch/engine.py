@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -72,16 +74,17 @@ def _connect(options: EngineOptions) -> tuple[Any, bool]:
     if ray.is_initialized():  # an embedding program (or a test) started it: use it as it is
         return ray, False
     common: dict[str, Any] = {"log_to_driver": options.verbose, "logging_level": logging.WARNING}
+    # ray.init puts its own SIGTERM handler in place, which ends the process at once (no summary, a killed
+    # write's temporary folder left behind): the caller's handler (litseg-batch's stops as Ctrl-C does) is
+    # put back.
+    on_term = signal.getsignal(signal.SIGTERM)
     if options.ray_address:
         ray.init(address=options.ray_address, **common)
-        return ray, True
-    cpus = (options.workers or os.cpu_count() or 1) * options.threads
-    ray.init(
-        num_cpus=cpus,
-        include_dashboard=False,
-        object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-        **common,
-    )
+    else:
+        cpus = (options.workers or os.cpu_count() or 1) * options.threads
+        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    if threading.current_thread() is threading.main_thread() and on_term is not None:
+        signal.signal(signal.SIGTERM, on_term)
     return ray, True
 
 

@@ -167,8 +167,9 @@ def test_batch_survives_a_killed_worker_records_every_series_once_and_resumes(
     assert _result_folders(out) == done | {BLOCKED_ID}
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_the_driver_cleanly_and_a_rerun_finishes_the_rest(
-    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path
+    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
     out = tmp_path / "out"
     proc = _batch(archive, out, tumor_model, cluster, "--workers", "1")
@@ -177,7 +178,7 @@ def test_ctrl_c_stops_the_driver_cleanly_and_a_rerun_finishes_the_rest(
         if (out / "ledger.jsonl").exists() and (out / "ledger.jsonl").read_text().count("\n") >= 2:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     code, err = _finish(proc)
     assert code == 130, err
     assert "interrupted" in err and "Traceback" not in err
