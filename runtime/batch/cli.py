@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -15,9 +16,10 @@ from typing import Any, NoReturn
 
 from .. import errors
 from ..api import RunConfig
+from ..cli import _warning_to_log
 from ..cli import build_parser as run_parser
 from ..pages import prefer_small_pages
-from .driver import BatchOptions, plan_batch, run_batch
+from .driver import BatchOptions, model_identity, plan_batch, run_batch
 from .engine import EngineOptions
 from .inputs import Entry
 from .ledger import Decision
@@ -166,13 +168,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from(args, parser)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if options.dry_run:
-            from .driver import model_identity
+        with warnings.catch_warnings():
+            # pydicom's remarks on the style of files a root search reads are detail (-v), as in litseg-run
+            warnings.showwarning = _warning_to_log
+            return _main(options, args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
+
+def _main(options: BatchOptions, quiet: bool) -> int:
+    try:
+        if options.dry_run:
             plan, decisions = plan_batch(options, model_identity(options.config))
             _print_plan(decisions, dict(plan.left_out))
             return errors.EXIT_OK
-        return _run(options, args.quiet)
+        return _run(options, quiet)
     except errors.LitsegError as exc:
         print(f"litseg-batch: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
@@ -183,8 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).exception("internal error")
         print("litseg-batch: internal error (a bug); please report it with the traceback above", file=sys.stderr)
         return errors.EXIT_INTERNAL
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(options: BatchOptions, quiet: bool) -> int:

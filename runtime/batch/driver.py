@@ -115,19 +115,26 @@ def remove_leftovers(out_dir: Path) -> int:
     """Remove the temporary folders of writes that never finished (a killed worker's); returns how many."""
     removed = 0
     for path in out_dir.iterdir():
-        if path.is_dir() and LEFTOVER.match(path.name):
+        if not LEFTOVER.match(path.name):
+            continue
+        if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-            removed += 1
+        else:  # a status file a killed driver was replacing
+            path.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    """Replace ``path`` by ``data`` in one rename; ``durable`` fsyncs first (not for status that is rewritten
+    twice per series: on a network file system each fsync is milliseconds the workers would wait for)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -198,7 +205,7 @@ def run_batch(
             if result.startup_s is None:  # Ray up and the pool's models loaded: the fixed cost of a run
                 result.startup_s = time.perf_counter() - started
             running[entry.id] = {"host": worker["host"], "pid": worker["pid"], "since": now_iso()}
-            write_json_atomic(running_path, running)
+            write_json_atomic(running_path, running, durable=False)
             if on_start is not None:
                 on_start(entry, worker)
 
@@ -207,7 +214,7 @@ def run_batch(
             ledger.append(record)  # first: a series counts once its line is on disk
             result.records.append(record)
             running.pop(entry.id, None)
-            write_json_atomic(running_path, running)
+            write_json_atomic(running_path, running, durable=False)
             if on_record is not None:
                 on_record(record)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EXIT_MISSING_EXTRA, DeviceError, LitsegError, ModelError, UsageError
+from ..errors import EXIT_INTERNAL, EXIT_MISSING_EXTRA, DeviceError, LitsegError, ModelError, UsageError
 from .inputs import Entry
 from .ledger import ModelIdentity
 from .worker import SeriesWorker, WorkSettings, outcome
@@ -154,7 +154,7 @@ def _died(ray: Any, entry: Entry, exc: Exception) -> dict[str, Any]:
     return outcome(
         entry,
         "failed",
-        70,
+        EXIT_INTERNAL,
         error={"class": name, "message": f"the worker process ended {MAX_TASK_RETRIES + 1} times under it: {message}"},
     )
 

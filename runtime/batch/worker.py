@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..api import RunConfig, default_formats, litseg_version, release_pixels, segment, write_results
+from ..api import RunConfig, check_formats, default_formats, litseg_version, release_pixels, segment, write_results
 from ..model import Model
 from ..output_folder import check_output_location
 from ..pages import prefer_small_pages
@@ -100,6 +100,7 @@ class SeriesWorker:
         out_dir = Path(self.settings.out_dir) / entry.id
         formats = self.settings.formats or default_formats(entry.source)
         try:
+            check_formats(entry.source, formats)  # SEG of a NIfTI volume: refused before any work
             # overwrite: a folder there is this series' own, from another model or from a run stopped after
             # writing and before its ledger line; replacing it is one atomic exchange (output_folder).
             check_output_location(out_dir, [entry.source], overwrite=True)

@@ -202,3 +202,29 @@ def test_the_runtime_and_its_cli_run_with_ray_hidden_and_the_batch_says_what_is_
     assert f"LEAKED [] BATCH {EXIT_MISSING_EXTRA}" in proc.stdout
     assert "pip install 'litseg[batch]'" in proc.stderr
     assert (tmp_path / "out" / "segmentation.dcm").is_file()
+
+
+def test_a_worker_records_every_outcome_and_writes_what_litseg_run_writes(tmp_path: Path, tumor_model: Path) -> None:
+    from litseg.runtime.batch.inputs import Entry
+    from litseg.runtime.batch.worker import SeriesWorker, WorkSettings
+
+    write_series(make_series(SMALL), tmp_path / "in" / "a")
+    (tmp_path / "out").mkdir()
+    worker = SeriesWorker(WorkSettings(RunConfig(model=tumor_model), None, str(tmp_path / "out")))
+    assert worker.identity()["model"]["name"] == "test-intensity"
+    done = worker.run(Entry("k-a", "a", str(tmp_path / "in" / "a")))
+    assert done["status"] == "done" and done["exit_class"] == "ok" and done["worker"]["peak_rss_mb"] > 0
+    assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == [
+        "labels.nii.gz",
+        "report.json",
+        "segmentation.dcm",
+    ]
+    missing = worker.run(Entry("k-m", "m", str(tmp_path / "in" / "missing.nii.gz")))
+    assert (missing["status"], missing["error"]["class"], missing["exit_code"]) == ("refused", "InputError", 3)
+    nifti = tmp_path / "in" / "v.nii.gz"
+    nifti.write_bytes(b"")
+    seg_worker = SeriesWorker(WorkSettings(RunConfig(model=tumor_model), ("seg",), str(tmp_path / "out")))
+    refused = seg_worker.run(Entry("k-v", "v", str(nifti)))
+    assert (refused["status"], refused["error"]["class"]) == ("refused", "UsageError")
+    assert "need a DICOM input" in refused["error"]["message"]
+    assert not (tmp_path / "out" / "m").exists() and not (tmp_path / "out" / "v").exists()
