@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import sys
@@ -25,6 +24,7 @@ from .inputs import Entry
 from .ledger import Decision
 from .summary import EXIT_INTERRUPTED, EXIT_SERIES_FAILED, Progress, summarize, table
 
+RUN_CONFIG_FIELDS = frozenset(RunConfig.__dataclass_fields__)
 #: litseg-run's flags that a batch takes as they are (one flag per RunConfig field, plus --formats).
 RUN_FLAGS = (
     "model",
@@ -109,17 +109,7 @@ def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> B
     if args.threads_per_worker < 1:
         parser.error(f"--threads-per-worker must be at least 1; got {args.threads_per_worker}")
     try:
-        config = RunConfig(
-            model=args.model,
-            device=args.device,
-            batch_size=args.batch_size,
-            largest_component=args.largest_component,
-            min_tumor_ml=args.min_tumor_ml,
-            tumor_margin_mm=args.tumor_margin_mm,
-            tta=args.tta,
-            allow_thin=args.allow_thin,
-            focus=args.focus,
-        )
+        config = RunConfig(**{name: getattr(args, name) for name in RUN_FLAGS if name in RUN_CONFIG_FIELDS})
         engine = EngineOptions(
             workers=args.workers,
             threads=args.threads_per_worker,
@@ -217,13 +207,8 @@ def _run(options: BatchOptions, quiet: bool) -> int:
 
 
 def entry() -> NoReturn:
-    """The ``litseg-batch`` command: :func:`main`, its streams flushed, then the process ends."""
-    code = main()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    sys.exit(code)
+    """The ``litseg-batch`` command."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
