@@ -110,10 +110,11 @@ class _Pool:
         try:
             identity: dict[str, Any] = self.ray.get(actor.identity.remote())
         except self.ray.exceptions.RayActorError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(cause, ModelError | DeviceError):
-                raise cause from None
-            raise ModelError(f"a batch worker could not start: {' '.join(str(cause).split())[:500]}") from exc
+            raise ModelError(f"a batch worker could not start: {' '.join(str(exc).split())[:500]}") from exc
+        if "error" in identity:
+            error_class = DeviceError if identity["error"]["class"] == "DeviceError" else ModelError
+            message = identity["error"]["message"]
+            raise error_class(f"a worker on {identity['host']} could not load the model: {message}")
         if identity["model"]["sha256"] != self.model.sha256:
             raise ModelError(
                 f"the model a worker on {identity['host']} loaded has sha256 {identity['model']['sha256'][:12]}..., "
@@ -135,6 +136,8 @@ class _Pool:
 def _check_capacity(resources: dict[str, float], options: EngineOptions) -> int:
     """How many workers to start; more than the cluster can ever place would wait for ever, so it is refused."""
     cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    if options.gpu_share > 0 and gpus == 0:
+        raise DeviceError("--device gpu was asked for but the Ray cluster has no GPU; use --device cpu or GPU nodes")
     fit = int(cpus // options.threads)
     if options.gpu_share > 0:
         fit = min(fit, int(gpus / options.gpu_share + 1e-9))

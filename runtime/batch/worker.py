@@ -83,15 +83,26 @@ class SeriesWorker:
         os.environ.setdefault("LITSEG_THREADS", str(max(1, settings.threads)))
         prefer_small_pages()  # as litseg-run does: huge pages cost seconds of zeroing on every series
         self.settings = settings
-        self.model = Model(settings.config.model, device=settings.config.device)
-        self.model_identity = ModelIdentity(
-            self.model.info.name, self.model.info.version, file_sha256(self.model.info.path)
-        )
         self.host = socket.gethostname()
+        # A model that cannot load here (not on this node's disk, no GPU) is reported by identity(), with its
+        # class and message: an error raised from an actor's __init__ reaches the driver as text only.
+        self.startup_error: errors.LitsegError | None = None
+        try:
+            self.model = Model(settings.config.model, device=settings.config.device)
+            self.model_identity = ModelIdentity(
+                self.model.info.name, self.model.info.version, file_sha256(self.model.info.path)
+            )
+        except errors.LitsegError as exc:
+            self.startup_error = exc
 
     def identity(self) -> dict[str, Any]:
-        """The model this worker loaded (the driver checks its bytes are the driver's), host and process."""
-        return {"model": self.model_identity.as_dict(), "host": self.host, "pid": os.getpid()}
+        """The model this worker loaded (the driver checks its bytes are the driver's), host and process; or
+        why it could not load it (``error``: class, message)."""
+        where = {"host": self.host, "pid": os.getpid()}
+        if self.startup_error is not None:
+            error = {"class": type(self.startup_error).__name__, "message": str(self.startup_error)}
+            return {"error": error, **where}
+        return {"model": self.model_identity.as_dict(), **where}
 
     def run(self, entry: Entry) -> dict[str, Any]:
         """Segment ``entry`` and write its results atomically; the ledger record of what happened."""
