@@ -153,6 +153,8 @@ def _hu(image: Any, path: Path) -> npt.NDArray[np.int16 | np.float32]:
     # asks for no scaling); the header then reads NaN.
     slope = float(getattr(image.dataobj, "slope", 1.0))
     inter = float(getattr(image.dataobj, "inter", 0.0))
+    if raw.dtype == np.int16 and slope == 1.0 and inter == 0.0:  # HU stored as they are (LiTS): no copy here
+        return np.asarray(raw)
     if raw.dtype.kind in "iu" and slope == 1.0 and inter == round(inter):
         wide = raw.astype(np.int32) + int(inter)
         lo, hi = int(wide.min()), int(wide.max())

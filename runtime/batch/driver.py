@@ -156,7 +156,10 @@ def plan_batch(options: BatchOptions, model: ModelIdentity) -> tuple[Plan, list[
     decisions = []
     to_run = 0
     for entry in plan.entries:
-        decision = decide(latest.get(entry.key), model, options.retry_failed, options.retry_refused)
+        record = latest.get(entry.key)
+        decision = decide(record, model, options.retry_failed, options.retry_refused)
+        if record is not None and decision.kind == "done" and not (options.out_dir / str(record.get("id"))).is_dir():
+            decision = Decision(True, "output_gone", "done earlier, but its output folder is gone: run again")
         if decision.run and options.limit is not None and to_run >= options.limit:
             decision = Decision(False, "limit", f"over --limit {options.limit}: left for a later run")
         to_run += decision.run
@@ -202,7 +205,7 @@ def run_batch(
         running_path = options.out_dir / RUNNING_NAME
 
         def started_on(entry: Entry, worker: dict[str, Any]) -> None:
-            if result.startup_s is None:  # Ray up and the pool's models loaded: the fixed cost of a run
+            if result.startup_s is None:  # planned, Ray up, every worker's model loaded: a run's fixed cost
                 result.startup_s = time.perf_counter() - started
             running[entry.id] = {"host": worker["host"], "pid": worker["pid"], "since": now_iso()}
             write_json_atomic(running_path, running, durable=False)

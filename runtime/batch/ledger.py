@@ -53,8 +53,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to run an entry now, the kind of reason (``new``, ``other_model``, ``retry``, ``done``,
-    ``failed``, ``refused``, ``limit``) and the reason in words (for ``--dry-run`` and the summary)."""
+    """Whether to run an entry now, the kind of reason (``new``, ``other_model``, ``retry``, ``output_gone``,
+    ``done``, ``failed``, ``refused``, ``limit``) and the reason in words (for ``--dry-run`` and the summary)."""
 
     run: bool
     kind: str

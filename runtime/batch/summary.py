@@ -29,7 +29,8 @@ class BatchResult:
     interrupted: bool = False
     seconds: float = 0.0
     model: ModelIdentity | None = None
-    #: Seconds from the start until the first series was handed to a worker (Ray and the workers starting).
+    #: Seconds from the start until the first series was handed to a worker (planning, Ray and the workers'
+    #: models starting).
     startup_s: float | None = None
 
     @property

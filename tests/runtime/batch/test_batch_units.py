@@ -147,14 +147,20 @@ def test_dry_run_lists_every_entry_with_its_reason_and_writes_nothing(
     out.mkdir()
     first = run_batch(BatchOptions((tmp_path / "root",), out, RunConfig(model=tumor_model), dry_run=True))
     assert first.model is not None and [d.kind for _, d in first.decisions] == ["new", "new"]
-    Ledger(out).append({"key": first.decisions[0][0].key, "status": "done", "model": first.model.as_dict()})
-    assert batch_main([str(tmp_path / "root"), "--out", str(out), "--model", str(tumor_model), "--dry-run"]) == 0
+    record = {"key": first.decisions[0][0].key, "id": "1.2.3.7", "status": "done", "model": first.model.as_dict()}
+    Ledger(out).append(record)
+    (out / "1.2.3.7").mkdir()
+    args = [str(tmp_path / "root"), "--out", str(out), "--model", str(tumor_model), "--dry-run"]
+    assert batch_main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         f"skip  1.2.3.7  {tmp_path / 'root' / 'a'}  (done with this model)",
         f"run   1.2.3.8  {tmp_path / 'root' / 'b'}  (new)",
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["1.2.3.7", "ledger.jsonl"]
+    (out / "1.2.3.7").rmdir()  # results deleted by hand: the ledger's "done" no longer holds
+    assert batch_main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(done earlier, but its output folder is gone: run again)")
 
 
 def test_an_output_folder_stays_with_the_input_that_wrote_it(tmp_path: Path, tumor_model: Path) -> None:
