@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..nifti_series import nifti_name
-from ..series_files import list_files, read_file
+from ..series_files import HEADER_BYTES, list_files, prefetch, read_file
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 RESERVED_IDS = frozenset({"ledger.jsonl", "summary.json"})
 #: NIFTI_INTENT_LABEL: the voxels are label indices.
 NIFTI_INTENT_LABEL = 1002
+#: Files whose headers discovery asks the kernel for ahead of reading them: bounded, so that the read-ahead of
+#: a root of millions of files does not push the headers it is about to read out of the page cache.
+PREFETCH_WINDOW = 512
 #: Discovery logs a line every this many files, so that a large archive shows it is being read.
 DISCOVERY_LOG_EVERY = 10_000
 
@@ -98,6 +102,12 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def _prefetch(paths: list[Path]) -> None:
+    """Ask the kernel for these files' headers on a thread (network storage answers many requests at once)."""
+    if paths:
+        threading.Thread(target=prefetch, args=(paths, HEADER_BYTES), name="litseg-discovery", daemon=True).start()
+
+
 def nifti_left_out(path: Path) -> str | None:
     """Why a NIfTI file found under a root is not a CT volume, from its header alone; None to run it.
 
@@ -125,6 +135,9 @@ def discover(root: Path, plan: Plan) -> list[Entry]:
     volumes: list[Entry] = []
     files = list_files(root)
     for n, path in enumerate(files, 1):
+        if n % PREFETCH_WINDOW == 1:  # the next window's headers asked for while this one is read
+            first = n - 1 + (PREFETCH_WINDOW if n > 1 else 0)
+            _prefetch(files[first : n - 1 + 2 * PREFETCH_WINDOW])
         if n % DISCOVERY_LOG_EVERY == 0:
             log.info("discovery: %d of %d files classified", n, len(files))
         if _is_nifti(path):

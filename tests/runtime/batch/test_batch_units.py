@@ -161,6 +161,8 @@ def test_dry_run_lists_every_entry_with_its_reason_and_writes_nothing(
     (out / "1.2.3.7").rmdir()  # results deleted by hand: the ledger's "done" no longer holds
     assert batch_main(args) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(done earlier, but its output folder is gone: run again)")
+    assert batch_main([*args, "--limit", "1"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["run", "skip"]
 
 
 def test_an_output_folder_stays_with_the_input_that_wrote_it(tmp_path: Path, tumor_model: Path) -> None:
