@@ -10,9 +10,12 @@ series, and the peak memory of each worker.
 Every command runs as a child process timed from launch to exit (:mod:`benchmarks.child_process`). From the
 batch's ``summary.json`` and ledger: ``startup_s`` (Ray and the workers' models up, before the first series),
 the steady seconds per series after it, and each worker's peak RSS (``peak_rss_mb``, from the worker itself).
-Ray's overhead per series is the batch's steady seconds per series minus the loop's, for one worker.
+Ray's overhead per series is the batch's steady seconds per series minus the worker's own seconds; the
+dispatch alone is measured on a manifest of inputs that do not exist (each refused at once by its worker:
+the Ray round trip, the ledger append with its fsync, the status file).
 
-``make bench``: 6 series of 512x512x100. The test run (``--benchmark-disable``): 2 series of 512x512x8.
+``make bench``: 6 series of 512x512x100, 500 missing inputs. The test run (``--benchmark-disable``): 2 series
+of 512x512x8, 20 missing inputs.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return folders
 
 
+def _batch_command() -> list[str]:
+    script = Path(sys.executable).parent / "litseg-batch"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "litseg.runtime.batch.cli"]
+
+
 def _measure(benchmark, command: list[str]) -> ChildRun:  # type: ignore[no-untyped-def]
     run: ChildRun = benchmark.pedantic(run_measured, args=(command,), kwargs={"cwd": REPO}, rounds=1, iterations=1)
     assert run.returncode == 0, f"{' '.join(run.command)} exited {run.returncode}: {run.stderr[-3000:]}"
@@ -80,8 +88,7 @@ def test_bench_batch_loop_baseline(benchmark, archive: list[Path], tmp_path: Pat
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bench_batch_litseg_batch(benchmark, archive: list[Path], variant: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     benchmark.group = f"batch {len(archive)} series"
-    script = Path(sys.executable).parent / "litseg-batch"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "litseg.runtime.batch.cli"]
+    command = _batch_command()
     out = tmp_path / "out"
     manifest = archive[0].parent / "manifest.csv"
     run = _measure(
@@ -106,5 +113,28 @@ def test_bench_batch_litseg_batch(benchmark, archive: list[Path], variant: str, 
             "worker_s_per_series": round(sum(r["seconds"] for r in records) / len(records), 3),
             "worker_peak_rss_mb": sorted(workers.values()),
             "tree_peak_rss_mb": round(run.tree_peak_rss_bytes / 2**20, 1),
+        }
+    )
+
+
+def test_bench_batch_dispatch_overhead(benchmark, request: pytest.FixtureRequest, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    count = 500 if _full(request.config) else 20
+    benchmark.group = "batch dispatch"
+    manifest = tmp_path / "missing.csv"
+    manifest.write_text("path,id\n" + "".join(f"{tmp_path / 'nowhere' / str(n)},m{n}\n" for n in range(count)))
+    command = _batch_command()
+    out = tmp_path / "out"
+    run = _measure(
+        benchmark, [*command, str(manifest), "--out", str(out), "--device", "cpu", "--quiet", "--workers", "2"]
+    )
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    assert summary["refused"] == {"InputError": count}
+    benchmark.extra_info.update(
+        {
+            "variant": "dispatch",
+            "series": count,
+            "wall_s": round(run.wall_s, 3),
+            "startup_s": summary["startup_s"],
+            "steady_s_per_series": round((summary["seconds"] - summary["startup_s"]) / count, 4),
         }
     )
