@@ -329,10 +329,10 @@ def write_results(
     Raises
     ------
     UsageError
-        ``out_dir`` equals, contains or lies inside the folder of a source file.
+        ``out_dir`` equals, contains or lies inside the folder of a source file; SEG or mask DICOM asked of a
+        NIfTI input.
     OutputError
-        Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``; a DICOM-only format
-        for a NIfTI input is a ``UsageError``.
+        Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``.
     InputError
         The source headers cannot be turned into a valid DICOM output.
     """

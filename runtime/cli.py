@@ -33,7 +33,7 @@ from .output_folder import check_output_location
 from .pages import prefer_small_pages
 from .sources import NIFTI_FORMATS, output_name
 
-#: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
+#: Where results go without --out: ./litseg-out/<SeriesInstanceUID> (a NIfTI volume: its file name).
 DEFAULT_OUT_ROOT = Path("litseg-out")
 
 EPILOG = f"""\
@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: ./litseg-out/<SeriesInstanceUID>)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: ./litseg-out/<SeriesInstanceUID>, for a NIfTI volume ./litseg-out/<its name>)",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
     parser.add_argument(

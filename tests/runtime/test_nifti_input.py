@@ -105,9 +105,9 @@ def test_nifti_gives_the_dicom_labels_at_the_same_world_positions(  # type: igno
     assert report["input_format"] == "nifti" and report["tumor_count"] == 1
 
 
-def test_litseg_run_takes_a_nifti_volume_and_refuses_seg_for_it(
-    dicom_case, tumor_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+def test_litseg_run_takes_a_nifti_volume_and_refuses_seg_for_it(  # type: ignore[no-untyped-def]
+    dicom_case, tumor_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder, _ = dicom_case
     volume = read_series(folder).volume
     (tmp_path / "in").mkdir()
@@ -119,6 +119,9 @@ def test_litseg_run_takes_a_nifti_volume_and_refuses_seg_for_it(
     assert not (tmp_path / "res").exists()
     assert main([*args, "--out", str(tmp_path / "res")]) == EXIT_OK
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["labels.nii.gz", "overlay.png", "report.json"]
+    monkeypatch.chdir(tmp_path)  # without --out: ./litseg-out/<the file's name>
+    assert main([*args, "--formats", "nifti"]) == EXIT_OK
+    assert (tmp_path / "litseg-out" / "volume-3" / "labels.nii.gz").is_file()
     with pytest.raises(UsageError, match="mask-dicom"):
         write_results(segment(path, RunConfig(model=tumor_model)), tmp_path / "api", formats=("mask-dicom",))
 
