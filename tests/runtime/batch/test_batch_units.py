@@ -236,3 +236,16 @@ def test_a_worker_records_every_outcome_and_writes_what_litseg_run_writes(tmp_pa
     assert (refused["status"], refused["error"]["class"]) == ("refused", "UsageError")
     assert "need a DICOM input" in refused["error"]["message"]
     assert not (tmp_path / "out" / "m").exists() and not (tmp_path / "out" / "v").exists()
+
+
+def test_workers_are_sized_to_what_the_cluster_can_place() -> None:
+    from litseg.runtime.batch.engine import EngineOptions, _check_capacity
+    from litseg.runtime.errors import DeviceError
+
+    assert _check_capacity({"CPU": 16.0}, EngineOptions(threads=2)) == 8
+    assert _check_capacity({"CPU": 16.0, "GPU": 2.0}, EngineOptions(gpu_share=0.25)) == 8
+    assert _check_capacity({"CPU": 4.0, "GPU": 2.0}, EngineOptions(gpu_share=0.25)) == 4
+    with pytest.raises(UsageError, match="ask for at most 2"):
+        _check_capacity({"CPU": 2.0}, EngineOptions(workers=3))
+    with pytest.raises(DeviceError, match="no GPU"):
+        _check_capacity({"CPU": 8.0}, EngineOptions(gpu_share=1.0))
