@@ -62,12 +62,15 @@ class NiftiSeries:
         ``file_axes[m]`` is the file's data axis that became volume axis ``m`` (0 = i, 1 = j, 2 = k).
     affine_ras
         The file's affine as nibabel read it (RAS mm): the labels are written with it.
+    form_codes
+        The file's qform and sform codes, given to the labels too (a form the file lacks stays absent).
     """
 
     volume: Volume
     source_file: str
     file_axes: tuple[int, int, int]
     affine_ras: npt.NDArray[np.float64]
+    form_codes: tuple[int, int] = (1, 1)
     notes: tuple[str, ...] = ()
     generated_uids: Mapping[str, str] = field(default_factory=dict)
 
@@ -251,7 +254,8 @@ def read_nifti_series(path: str | os.PathLike[str], allow_thin: bool = False) ->
     array = np.ascontiguousarray(hu.transpose(axes[2], axes[1], axes[0]))
     notes = () if axes == (0, 1, 2) else (f"the file's voxel axes {axes} were read as (column, row, slice)",)
     log.info("read NIfTI volume: %d slices of %dx%d", *array.shape)
-    return NiftiSeries(Volume(array, affine_lps), str(path), axes, affine_ras, notes)
+    codes = (int(image.header["qform_code"]), int(image.header["sform_code"]))
+    return NiftiSeries(Volume(array, affine_lps), str(path), axes, affine_ras, codes, notes)
 
 
 def write_nifti_labels(labels: Volume, series: NiftiSeries, path: str | os.PathLike[str]) -> None:
@@ -265,4 +269,4 @@ def write_nifti_labels(labels: Volume, series: NiftiSeries, path: str | os.PathL
     affine_lps[:3, list(series.file_axes)] = labels.affine_lps[:3, :3]
     affine_lps[:3, 3] = labels.affine_lps[:3, 3]
     assert np.array_equal(lps_to_ras(affine_lps), series.affine_ras), "axis permutation must be exact"
-    write_nifti_array(data, series.affine_ras, path)
+    write_nifti_array(data, series.affine_ras, path, series.form_codes)

@@ -90,7 +90,10 @@ def test_nifti_gives_the_dicom_labels_at_the_same_world_positions(  # type: igno
     written = nib.load(str(paths["nifti"]))
     # the input's own grid and affine, exactly
     assert written.shape == data.shape
-    assert np.array_equal(written.affine, nib.load(str(path)).affine)
+    original = nib.load(str(path))
+    assert np.array_equal(written.affine, original.affine)
+    for form in ("qform_code", "sform_code"):
+        assert written.header[form] == original.header[form]
     # every DICOM voxel's world position finds the same label in the NIfTI output
     ijk_dicom = np.stack(np.meshgrid(*(np.arange(n) for n in volume.shape_zyx[::-1]), indexing="ij"), -1)
     world_ras = (
@@ -191,3 +194,19 @@ def test_a_real_ct_as_nifti_gets_the_labels_of_its_dicom_series(real_ct: Path, t
     back = np.asarray(nifti.labels.array).transpose(0, 2, 1)[:, ::-1, :]
     assert np.array_equal(back, dicom.labels.array)
     assert np.allclose(nifti.labels.index_to_lps([0, 0, 0]), volume.index_to_lps([0, volume.shape_zyx[1] - 1, 0]))
+
+
+def test_a_qform_only_volume_keeps_its_qform_only(dicom_case, tumor_model: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder, dicom_labels = dicom_case
+    volume = read_series(folder).volume
+    data, affine_ras = _file_layout(volume.array, volume.affine_lps, (True, True, False), (0, 1, 2))
+    image = nib.Nifti1Image(data, affine_ras)
+    image.set_qform(affine_ras, code=1)
+    image.set_sform(None, code=0)
+    (tmp_path / "in").mkdir()
+    nib.save(image, str(tmp_path / "in" / "q.nii.gz"))
+    result = segment(tmp_path / "in" / "q.nii.gz", RunConfig(model=tumor_model))
+    assert np.array_equal(np.asarray(result.labels.array)[:, ::-1, ::-1], dicom_labels)
+    written = nib.load(str(write_results(result, tmp_path / "out", formats=("nifti",))["nifti"]))
+    assert (int(written.header["qform_code"]), int(written.header["sform_code"])) == (1, 0)
+    assert np.allclose(written.affine, nib.load(str(tmp_path / "in" / "q.nii.gz")).affine, atol=1e-5)
