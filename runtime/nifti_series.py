@@ -191,11 +191,15 @@ def _axes(affine_lps: npt.NDArray[np.float64]) -> tuple[int, int, int]:
     return i, j, k
 
 
+def _check_singular(affine: npt.NDArray[np.float64], path: Path) -> None:
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(f"{path} has a singular affine {np.round(affine[:3, :3], 4).tolist()}; it maps no volume")
+
+
 def _check_grid(affine_lps: npt.NDArray[np.float64], path: Path) -> None:
-    """The checks the DICOM reader makes on a series: perpendicular in-plane axes, no in-plane drift."""
+    """The checks the DICOM reader makes on a series, on the (i, j, k) affine: perpendicular in-plane axes, no
+    in-plane drift from slice to slice."""
     columns = affine_lps[:3, :3]
-    if abs(np.linalg.det(columns)) < 1e-9:
-        raise InputError(f"{path} has a singular affine {np.round(columns, 4).tolist()}; it maps no volume")
     unit = columns / np.linalg.norm(columns, axis=0)
     cosine = float(unit[:, 0] @ unit[:, 1])
     if abs(cosine) > ORTHOGONALITY_TOLERANCE:
@@ -237,19 +241,20 @@ def read_nifti_series(path: str | os.PathLike[str], allow_thin: bool = False) ->
     path = Path(path)
     image = _load(path)
     affine_ras = _affine(image, path)
-    hu = _hu(image, path)
     file_lps = lps_to_ras(affine_ras)  # the same matrix maps RAS to LPS
-    _check_grid(file_lps, path)
+    _check_singular(file_lps, path)
     axes = _axes(file_lps)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = file_lps[:3, list(axes)]
+    affine_lps[:3, 3] = file_lps[:3, 3]
+    _check_grid(affine_lps, path)  # before the voxels are read: the header alone can refuse the file
+    hu = _hu(image, path)
     if hu.shape[axes[2]] < MIN_SLICES and not allow_thin:
         raise InputError(
             f"{path} has {hu.shape[axes[2]]} slice(s); litseg needs at least {MIN_SLICES} to measure volumes: pass "
             "the whole volume, or --allow-thin (API: allow_thin=True) to segment so few slices anyway"
         )
     _check_ct(hu, path)
-    affine_lps = np.eye(4)
-    affine_lps[:3, :3] = file_lps[:3, list(axes)]
-    affine_lps[:3, 3] = file_lps[:3, 3]
     # (i, j, k) data in file order -> (k, j, i) array, one copy in C order
     array = np.ascontiguousarray(hu.transpose(axes[2], axes[1], axes[0]))
     notes = () if axes == (0, 1, 2) else (f"the file's voxel axes {axes} were read as (column, row, slice)",)

@@ -146,12 +146,13 @@ def _ct(shape: tuple[int, ...] = (16, 16, 6)) -> np.ndarray:
         (lambda: nib.Nifti1Image((_ct() > 0).astype(np.uint8), _affine_ras()), "does not look like CT"),
         (lambda: nib.Nifti1Image(_ct() + 1024, _affine_ras()), "scl_inter"),
         (lambda: nib.Nifti1Image(_ct(), _affine_ras() @ _shear()), "drift in-plane"),
+        (lambda: nib.Nifti1Image(_ct().transpose(2, 0, 1), _slice_first_sheared()), "drift in-plane by 0.60 mm"),
         (lambda: nib.Nifti1Image(_ct((16, 16, 2)), _affine_ras()), "2 slice"),
         (lambda: nib.Nifti1Image(_ct().astype(np.float32) * np.nan, _affine_ras()), "NaN"),
         (lambda: _with_codes(nib.Nifti1Image(_ct(), _affine_ras()), 0, 0), "no orientation"),
         (lambda: _disagreeing_forms(), "disagree"),
     ],
-    ids=["4-D", "label-map", "no-rescale", "sheared", "thin", "nan", "no-orientation", "qform-sform"],
+    ids=["4-D", "label-map", "no-rescale", "sheared", "sheared-slice-first", "thin", "nan", "no-orientation", "qforms"],
 )
 def test_refused_volumes_name_their_reason(make, message: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "in").mkdir()
@@ -166,6 +167,11 @@ def _shear() -> np.ndarray:
     shear = np.eye(4)
     shear[0, 2] = 0.3  # the slice axis leans 0.3 column per slice: 0.6 mm a slice
     return shear
+
+
+def _slice_first_sheared() -> np.ndarray:
+    """Slices stored along the file's first axis, each 0.6 mm further right than the one before."""
+    return np.array([[0.6, -2.0, 0.0, 0.0], [0.0, 0.0, -2.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 def _with_codes(image: nib.Nifti1Image, qcode: int, scode: int) -> nib.Nifti1Image:
