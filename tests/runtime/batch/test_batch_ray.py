@@ -4,6 +4,7 @@ cannot be written, re-runs, --retry-failed, and Ctrl-C (SIGINT) on the driver.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -84,6 +85,11 @@ def _ledger(out: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
 
 
+def _digest(root: Path) -> dict[str, str]:
+    files = (p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
 def _result_folders(out: Path) -> set[str]:
     return {p.name for p in out.iterdir() if p.is_dir()}
 
@@ -113,6 +119,7 @@ def test_batch_survives_a_killed_worker_records_every_series_once_and_resumes(
     (out / BLOCKED_ID).write_text("not a folder")
     killed: list[int] = []
     stop = threading.Event()
+    inputs_before = _digest(archive)
     proc = _batch(archive, out, tumor_model, cluster)
     killer = threading.Thread(target=_kill_when_running, args=(out, "volume-big", killed, stop))
     killer.start()
@@ -165,6 +172,7 @@ def test_batch_survives_a_killed_worker_records_every_series_once_and_resumes(
     new = _ledger(out)[12:]
     assert [(r["id"], r["status"]) for r in new] == [(BLOCKED_ID, "done")]
     assert _result_folders(out) == done | {BLOCKED_ID}
+    assert _digest(archive) == inputs_before  # the inputs, byte for byte
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
