@@ -190,6 +190,8 @@ def _run(options: BatchOptions, quiet: bool) -> int:
 
     def planned(to_run: int) -> None:
         progress.append(Progress(to_run, sys.stderr, sys.stderr.isatty(), enabled=not quiet))
+        if to_run and not quiet:  # Ray and the workers' models take seconds to start: say what is coming
+            print(f"litseg-batch: {to_run} series to run; starting the workers", file=sys.stderr, flush=True)
 
     def started(entry: Entry, worker: dict[str, Any]) -> None:
         progress[0].start()
