@@ -31,7 +31,15 @@ from benchmarks.child_process import ChildRun, run_measured
 from benchmarks.series_cache import REPO, cached_series
 from litseg.runtime import default_model_path
 
-pytest.importorskip("ray", reason="litseg-batch needs the 'batch' extra (make install puts Ray in)")
+
+def _require_ray() -> None:
+    """A failure, not a skip: ``make install`` puts Ray in (the 'batch' extra), so its absence is a broken
+    install."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.fail("Ray is not installed: bench_batch needs the 'batch' extra (make install puts it in)")
+
 
 VARIANTS = {"batch 1x2": ("--workers", "1", "--threads-per-worker", "2"), "batch 2x1": ("--workers", "2")}
 
@@ -43,6 +51,7 @@ def _full(config: pytest.Config) -> bool:
 @pytest.fixture(scope="module")
 def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The same cached series behind several folder names (links): distinct inputs, identical work."""
+    _require_ray()
     full = _full(request.config)
     series = cached_series(100 if full else 8)
     root = tmp_path_factory.mktemp("batch-archive")
@@ -118,6 +127,7 @@ def test_bench_batch_litseg_batch(benchmark, archive: list[Path], variant: str, 
 
 
 def test_bench_batch_dispatch_overhead(benchmark, request: pytest.FixtureRequest, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _require_ray()
     count = 500 if _full(request.config) else 20
     benchmark.group = "batch dispatch"
     manifest = tmp_path / "missing.csv"

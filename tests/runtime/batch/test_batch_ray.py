@@ -24,7 +24,11 @@ from litseg.runtime.cli import main as litseg_run
 from litseg.runtime.volume import lps_to_ras
 from tests.factories import SeriesGeometry, make_series, write_series
 
-ray = pytest.importorskip("ray", reason="litseg-batch needs the 'batch' extra (make install puts Ray in)")
+try:
+    import ray
+except ImportError:  # a failure, not a skip: `make install` puts Ray in, so its absence is a broken install
+    ray = None
+NO_RAY = "Ray is not installed: litseg-batch's tests need the 'batch' extra (make install puts it in)"
 
 GEOMETRY = SeriesGeometry(rows=48, columns=52, slices=8, pixel_spacing_mm=(4.4, 4.0), slice_spacing_mm=6.0)
 #: The series whose worker the test kills: larger, so that it is still running when the kill lands.
@@ -36,6 +40,8 @@ BLOCKED_ID = "volume-3"  # its output path is taken by a file: an output failure
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """A local Ray with 2 CPUs; the batch subprocesses attach to it as drivers."""
+    if ray is None:
+        pytest.fail(NO_RAY)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 << 20, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
