@@ -19,7 +19,7 @@ from ..cli import _warning_to_log
 from ..cli import build_parser as run_parser
 from ..pages import prefer_small_pages
 from .driver import BatchOptions, model_identity, plan_batch, run_batch
-from .engine import EngineOptions
+from .engine import DEFAULT_SERIES_TIMEOUT_S, EngineOptions
 from .inputs import Entry
 from .ledger import Decision
 from .summary import EXIT_INTERRUPTED, EXIT_SERIES_FAILED, Progress, summarize, table
@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --device gpu: the share of a GPU each worker asks Ray for (0.25: four per GPU; default 1)",
     )
     p.add_argument(
+        "--series-timeout",
+        type=float,
+        default=DEFAULT_SERIES_TIMEOUT_S,
+        help="seconds after which a series still running is stopped and recorded as failed (a read hanging on a "
+        "stalled file server); 0 waits for ever (default: %(default)g)",
+    )
+    p.add_argument(
         "--ray-address", default=None, help="attach to this Ray cluster (e.g. 10.0.0.1:6379) instead of a local Ray"
     )
     p.add_argument("--dry-run", action="store_true", help="list what would run and why every other entry is skipped")
@@ -115,6 +122,7 @@ def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> B
             threads=args.threads_per_worker,
             gpu_share=args.gpu_share if args.device == "gpu" else 0.0,
             ray_address=args.ray_address,
+            series_timeout_s=args.series_timeout or None,
             verbose=args.verbose,
         )
         return BatchOptions(

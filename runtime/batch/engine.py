@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ MAX_TASK_RETRIES = 2
 SETTLE_S = 10.0
 #: ray.wait's timeout (s): how often the driver wakes to notice a Ctrl-C when nothing finishes.
 POLL_S = 0.5
+#: A series still running after this long is stopped (s): far beyond a 1000-slice series on a slow CPU.
+DEFAULT_SERIES_TIMEOUT_S = 3600.0
 #: Object store for a Ray this batch starts itself: only small records travel through it.
 LOCAL_OBJECT_STORE_BYTES = 128 << 20
 
@@ -49,13 +52,20 @@ OnDone = Callable[[Entry, dict[str, Any]], None]
 class EngineOptions:
     """Where and how wide to run: ``workers`` actors (``None``: every CPU of the cluster, by ``threads``), each
     with ``threads`` CPUs and ``gpu_share`` of a GPU (0 on the CPU); ``ray_address`` of a cluster or ``None``
-    for a local Ray; ``verbose`` forwards the workers' logs to the driver's terminal."""
+    for a local Ray; ``series_timeout_s``: a series still running after this long has its worker stopped and
+    is recorded as failed (``SeriesTimeout``; a read hanging on a stalled file server), ``None`` waits for
+    ever; ``verbose`` forwards the workers' logs to the driver's terminal."""
 
     workers: int | None = None
     threads: int = 1
     gpu_share: float = 0.0
     ray_address: str | None = None
+    series_timeout_s: float | None = DEFAULT_SERIES_TIMEOUT_S
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.series_timeout_s is not None and not self.series_timeout_s > 0:
+            raise ValueError(f"series_timeout_s must be > 0 (or None); got {self.series_timeout_s}")
 
 
 class RayMissingError(LitsegError):
@@ -180,15 +190,30 @@ def run_entries(
     ray, started = _connect(options)
     try:
         pool = _Pool(ray, settings, options, model)
-        return _feed(ray, pool, iter(entries), on_start, on_done)
+        return _feed(ray, pool, iter(entries), options.series_timeout_s, on_start, on_done)
     finally:
         if started:
             ray.shutdown()
 
 
-def _feed(ray: Any, pool: _Pool, pending: Iterator[Entry], on_start: OnStart, on_done: OnDone) -> bool:
+def _timed_out(entry: Entry, seconds: float) -> dict[str, Any]:
+    return outcome(
+        entry,
+        "failed",
+        EXIT_INTERNAL,
+        error={
+            "class": "SeriesTimeout",
+            "message": f"still running after {seconds:g} s (--series-timeout): its worker was stopped",
+        },
+        seconds=round(seconds, 3),
+    )
+
+
+def _feed(
+    ray: Any, pool: _Pool, pending: Iterator[Entry], timeout_s: float | None, on_start: OnStart, on_done: OnDone
+) -> bool:
     idle = list(range(len(pool.actors)))
-    in_flight: dict[Any, tuple[Entry, int]] = {}
+    in_flight: dict[Any, tuple[Entry, int, float]] = {}
     try:
         while True:
             while idle:
@@ -196,13 +221,13 @@ def _feed(ray: Any, pool: _Pool, pending: Iterator[Entry], on_start: OnStart, on
                 if entry is None:
                     break
                 index = idle.pop()
-                in_flight[pool.actors[index].run.remote(entry)] = (entry, index)
+                in_flight[pool.actors[index].run.remote(entry)] = (entry, index, time.monotonic())
                 on_start(entry, pool.identities[index])
             if not in_flight:
                 return False
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
             for ref in ready:
-                entry, index = in_flight.pop(ref)
+                entry, index, _ = in_flight.pop(ref)
                 try:
                     record: dict[str, Any] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
@@ -210,6 +235,13 @@ def _feed(ray: Any, pool: _Pool, pending: Iterator[Entry], on_start: OnStart, on
                     pool.replace(index)
                 on_done(entry, record)
                 idle.append(index)
+            now = time.monotonic()
+            for ref, (entry, index, since) in list(in_flight.items()):
+                if timeout_s is not None and now - since > timeout_s:
+                    del in_flight[ref]  # its result, if it ever comes, is not waited for
+                    pool.replace(index)  # stops the worker mid-series: its temporary folder never moves
+                    on_done(entry, _timed_out(entry, now - since))
+                    idle.append(index)
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the workers; %d series in flight will run again next time", len(in_flight))
         pool.kill_all()

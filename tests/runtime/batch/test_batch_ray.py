@@ -259,3 +259,17 @@ def test_a_series_that_kills_its_worker_every_time_fails_and_the_pool_goes_on(
     assert records["small"]["status"] == "done" and records["small"]["worker"]["pid"] not in killed
     assert _result_folders(out) == {"small"}
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_series_over_the_timeout_is_stopped_and_recorded(
+    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,id\n{archive / 'nifti' / 'volume-big.nii.gz'},big\n")
+    out = tmp_path / "out"
+    code, err = _finish(_batch(manifest, out, tumor_model, cluster, "--workers", "1", "--series-timeout", "0.2"))
+    assert code == 8, err
+    [record] = _ledger(out)
+    assert record["status"] == "failed" and record["error"]["class"] == "SeriesTimeout"
+    assert _result_folders(out) == set()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
