@@ -181,26 +181,32 @@ def test_batch_survives_a_killed_worker_records_every_series_once_and_resumes(
     assert _digest(archive) == inputs_before  # the inputs, byte for byte
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_stops_the_driver_cleanly_and_a_rerun_finishes_the_rest(
-    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path, stop: signal.Signals
-) -> None:
-    out = tmp_path / "out"
-    proc = _batch(archive, out, tumor_model, cluster, "--workers", "1")
+def _stop_after(proc: subprocess.Popen[str], out: Path, lines: int, stop: signal.Signals) -> tuple[int, str]:
+    """Send ``stop`` to the driver once the ledger has ``lines`` lines; its exit code and stderr."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "ledger.jsonl").exists() and (out / "ledger.jsonl").read_text().count("\n") >= 2:
+        if (out / "ledger.jsonl").exists() and (out / "ledger.jsonl").read_text().count("\n") >= lines:
             break
         time.sleep(0.05)
     proc.send_signal(stop)
-    code, err = _finish(proc)
-    assert code == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    first = _ledger(out)
-    assert 2 <= len(first) < 12
-    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
-    assert {r["id"] for r in first if r["status"] == "done"} <= _result_folders(out)
+    return _finish(proc)
+
+
+def test_ctrl_c_and_sigterm_stop_the_driver_cleanly_and_a_rerun_finishes_the_rest(
+    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    seen = 0
+    for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then a scheduler stopping the job
+        code, err = _stop_after(_batch(archive, out, tumor_model, cluster, "--workers", "1"), out, seen + 2, stop)
+        assert code == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        records = _ledger(out)
+        assert seen + 2 <= len(records) < 12 and len({r["key"] for r in records}) == len(records)
+        seen = len(records)
+        assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+        assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+        assert {r["id"] for r in records if r["status"] == "done"} <= _result_folders(out)
 
     code, err = _finish(_batch(archive, out, tumor_model, cluster))
     assert code == 0, err
