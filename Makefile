@@ -14,11 +14,12 @@ TORCH_INDEX ?=
 TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.org/whl/cpu,$(TORCH_INDEX))
 PIP_ENV := $(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL="$(strip $(PIP_EXTRA_INDEX_URL) $(TORCH_INDEX_URL))")
 
-# A venv with everything (runtime, training, dev tools); torch pinned through constraints.txt.
+# A venv with everything (runtime, training, dev tools, Ray for litseg-batch); torch pinned through
+# constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(PIP_ENV) $(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(PIP_ENV) $(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev,batch]'
 	touch $(STAMP)
 
 install: $(STAMP)

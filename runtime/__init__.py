@@ -1,4 +1,4 @@
-"""litseg runtime: CT DICOM series in, geometry-true liver/tumor segmentation out (no torch needed).
+"""litseg runtime: CT DICOM series or NIfTI volume in, geometry-true liver/tumor segmentation out (no torch).
 
 The public API::
 
@@ -8,7 +8,8 @@ The public API::
     Segmenter(config=None, model=None)(source) -> SegmentationResult; .seg_dataset(result) -> SEG dataset
         (thread-safe, in memory: for embedding in a service; docs/embedding.md)
 
-A DICOM node on top of this API is ``litseg.runtime.node`` (``litseg-serve``); the runtime never imports it.
+A DICOM node on top of this API is ``litseg.runtime.node`` (``litseg-serve``), the archive batch on Ray is
+``litseg.runtime.batch`` (``litseg-batch``); the runtime never imports either.
 """
 
 import logging
@@ -16,6 +17,7 @@ import logging
 from .api import RunConfig, SegmentationResult, default_model_path, release_pixels, segment, write_results
 from .errors import DeviceError, InputError, LitsegError, ModelError, OutputError
 from .model import Model, ModelInfo
+from .nifti_series import NiftiSeries, read_nifti_series
 from .plausibility import Plausibility, PlausibilityWarning, assess
 from .segmenter import Segmenter
 from .series import DicomSeries, read_series
@@ -32,6 +34,7 @@ __all__ = [
     "Model",
     "ModelError",
     "ModelInfo",
+    "NiftiSeries",
     "OutputError",
     "Plausibility",
     "PlausibilityWarning",
@@ -42,6 +45,7 @@ __all__ = [
     "Volume",
     "assess",
     "default_model_path",
+    "read_nifti_series",
     "read_series",
     "release_pixels",
     "segment",

@@ -28,12 +28,14 @@ from .errors import InputError, LitsegError, OutputError
 from .focus import FocusPart
 from .model import DEVICES, MAX_TUMOR_MARGIN_MM, NO_TTA, Model, ModelInfo, default_model_path
 from .nifti import write_nifti
+from .nifti_series import NiftiSeries, write_nifti_labels
 from .output_folder import check_output_location, commit_folder
 from .overlay import write_overlay
 from .pipeline import run_model
 from .plausibility import Plausibility, assess
 from .postprocess import Measurements, measure, postprocess_labels
-from .series import DicomSeries, SeriesSource, read_series
+from .series import DicomSeries, SeriesSource
+from .sources import NIFTI_FORMATS, InputSeries, is_nifti_input, read_input, refuse_dicom_only
 from .version import litseg_version
 from .volume import Volume
 from .write import AlgorithmInfo, build_seg, write_json
@@ -44,6 +46,7 @@ __all__ = [
     "OUTPUT_FILES",
     "RunConfig",
     "SegmentationResult",
+    "default_formats",
     "default_model_path",
     "release_pixels",
     "segment",
@@ -146,7 +149,7 @@ class SegmentationResult:
     """Labels on the source grid plus everything the writers and the report need."""
 
     labels: Volume
-    series: DicomSeries
+    series: InputSeries
     model: ModelInfo
     provider: str
     measurements: Measurements
@@ -162,6 +165,7 @@ class SegmentationResult:
         m = self.measurements
         out: dict[str, Any] = {
             "litseg_version": litseg_version(),
+            "input_format": "nifti" if isinstance(self.series, NiftiSeries) else "dicom",
             "series_instance_uid": self.series.series_instance_uid,
             "study_instance_uid": self.series.study_instance_uid,
             "slices": self.labels.shape_zyx[0],
@@ -203,8 +207,22 @@ class _Timer:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
 
+def default_formats(source: object) -> tuple[str, ...]:
+    """The outputs written when none are asked for: SEG + NIfTI + JSON, or for a NIfTI input NIfTI + JSON +
+    overlay."""
+    return NIFTI_FORMATS if is_nifti_input(source) else DEFAULT_FORMATS
+
+
+def check_formats(source: object, formats: Sequence[str]) -> None:
+    """Refuse unknown formats (``OutputError``), and DICOM-only ones for a NIfTI input (``UsageError``)."""
+    unknown = sorted(set(formats) - set(OUTPUT_FILES))
+    if unknown or not formats:
+        raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
+    refuse_dicom_only(source, formats)
+
+
 def segment(
-    source: SeriesSource | DicomSeries,
+    source: SeriesSource | DicomSeries | NiftiSeries,
     config: RunConfig | None = None,
     model: Model | None = None,
     progress: ProgressCallback | None = None,
@@ -214,7 +232,8 @@ def segment(
     Parameters
     ----------
     source
-        A folder, file(s) or pydicom datasets of one CT series, or an already read :class:`DicomSeries`.
+        A folder, file(s) or pydicom datasets of one CT series, a NIfTI CT volume (``.nii``/``.nii.gz``), or
+        an already read :class:`DicomSeries` or :class:`NiftiSeries`.
     config
         Run settings; defaults to :class:`RunConfig()`.
     model
@@ -234,7 +253,9 @@ def segment(
             model = Model(config.model, device=config.device)
     with timer.stage("read"):
         series = (
-            source if isinstance(source, DicomSeries) else read_series(source, config.series_uid, config.allow_thin)
+            source
+            if isinstance(source, DicomSeries | NiftiSeries)
+            else read_input(source, config.series_uid, config.allow_thin)
         )
     shifts = model.info.tta_shifts_px if config.tta else NO_TTA
     margin = model.info.tumor_margin_mm if config.tumor_margin_mm is None else config.tumor_margin_mm
@@ -290,23 +311,26 @@ def release_pixels(result: SegmentationResult) -> SegmentationResult:
 def write_results(
     result: SegmentationResult,
     out_dir: str | Path,
-    formats: Sequence[str] = DEFAULT_FORMATS,
+    formats: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the requested formats into ``out_dir`` atomically; returns the path of each file.
 
+    ``None`` writes :func:`default_formats` of the input. A NIfTI input's label map is written on the input
+    file's own grid and affine; SEG and mask DICOM are refused for it (no source instances to reference).
+
     Raises
     ------
     UsageError
-        ``out_dir`` equals, contains or lies inside the folder of a source file.
+        ``out_dir`` equals, contains or lies inside the folder of a source file; SEG or mask DICOM asked of a
+        NIfTI input.
     OutputError
         Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``.
     InputError
         The source headers cannot be turned into a valid DICOM output.
     """
-    unknown = sorted(set(formats) - set(OUTPUT_FILES))
-    if unknown or not formats:
-        raise OutputError(f"unknown output format(s) {unknown or formats}; choose from {sorted(OUTPUT_FILES)}")
+    formats = default_formats(result.series) if formats is None else tuple(formats)
+    check_formats(result.series, formats)
     out_dir = Path(out_dir)
     sources = sorted({str(Path(f).parent) for f in result.series.source_files if not f.startswith("<")})
     check_output_location(out_dir, sources, overwrite)
@@ -315,7 +339,10 @@ def write_results(
 
     def nifti(tmp: Path) -> None:
         with timer.stage("write_nifti"):
-            write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
+            if isinstance(result.series, NiftiSeries):  # back onto the input file's own grid and affine
+                write_nifti_labels(result.labels, result.series, tmp / OUTPUT_FILES["nifti"])
+            else:
+                write_nifti(result.labels, tmp / OUTPUT_FILES["nifti"])
 
     def write_all(tmp: Path) -> None:
         algorithm = AlgorithmInfo(result.model.name, result.model.version)
@@ -324,12 +351,14 @@ def write_results(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="litseg-nifti") as pool:
             compressing = pool.submit(nifti, tmp) if "nifti" in formats else None
             if "seg" in formats:
+                assert isinstance(result.series, DicomSeries)  # check_formats refused it for NIfTI
                 with timer.stage("write_seg"):
                     seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
                     seg.save_as(tmp / OUTPUT_FILES["seg"])
             if compressing is not None:
                 compressing.result()
         if "mask-dicom" in formats:
+            assert isinstance(result.series, DicomSeries)  # check_formats refused it for NIfTI
             with timer.stage("write_mask_dicom"):
                 folder = tmp / OUTPUT_FILES["mask-dicom"]
                 folder.mkdir()

@@ -17,14 +17,24 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import errors, kernels
-from .api import DEFAULT_FORMATS, OUTPUT_FILES, RunConfig, release_pixels, segment, write_results
+from .api import (
+    DEFAULT_FORMATS,
+    OUTPUT_FILES,
+    RunConfig,
+    check_formats,
+    default_formats,
+    release_pixels,
+    segment,
+    write_results,
+)
 from .model import CPU_BATCH_SIZE, DEVICES, GPU_BATCH_SIZE
 from .output_folder import check_output_location
 from .pages import prefer_small_pages
+from .sources import NIFTI_FORMATS, output_name
 from .summary import format_summary
 from .version import litseg_version
 
-#: Where results go without --out: ./litseg-out/<SeriesInstanceUID>.
+#: Where results go without --out: ./litseg-out/<SeriesInstanceUID> (a NIfTI volume: its file name).
 DEFAULT_OUT_ROOT = Path("litseg-out")
 
 EPILOG = f"""\
@@ -55,17 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         help="folder (searched recursively) of the CT series, or one of its files (then its whole series is read "
-        "from the file's folder)",
+        "from the file's folder), or a NIfTI CT volume in HU (.nii / .nii.gz)",
     )
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: ./litseg-out/<SeriesInstanceUID>)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: ./litseg-out/<SeriesInstanceUID>, for a NIfTI volume ./litseg-out/<its name>)",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: auto)")
     parser.add_argument(
         "--formats",
-        default=",".join(DEFAULT_FORMATS),
-        help=f"comma-separated outputs among {','.join(OUTPUT_FILES)} (default: %(default)s)",
+        default=None,
+        help=f"comma-separated outputs among {','.join(OUTPUT_FILES)} (default: {','.join(DEFAULT_FORMATS)}; for a "
+        f"NIfTI input {','.join(NIFTI_FORMATS)}: seg and mask-dicom need a DICOM input)",
     )
     parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the input holds several")
     parser.add_argument(
@@ -165,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return errors.EXIT_OK
     if args.series is None:
         parser.error("the series folder (or file) is required")
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    if args.formats is None:
+        formats = default_formats(args.series)
+    else:
+        formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     unknown = sorted(set(formats) - set(OUTPUT_FILES))
     if unknown or not formats:
         parser.error(f"--formats: unknown {unknown or 'empty list'}; choose from {','.join(OUTPUT_FILES)}")
@@ -208,11 +225,12 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
     started = time.perf_counter()
     try:
         # Before any work: an --out that could touch the input, or that cannot be written, stops here.
+        check_formats(args.series, formats)  # SEG / mask DICOM of a NIfTI input: refused before any work
         check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite if args.out else True)
         result = segment(args.series, config, progress=_ProgressBar(not args.quiet and sys.stderr.isatty()))
         if "overlay" not in formats:  # only the overlay reads the HU again
             result = release_pixels(result)
-        out_dir = args.out or DEFAULT_OUT_ROOT / result.series.series_instance_uid
+        out_dir = args.out or DEFAULT_OUT_ROOT / output_name(result.series)
         paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
     except errors.LitsegError as exc:
         message = " ".join(str(exc).split())  # one line, even when a library's message spans several

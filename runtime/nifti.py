@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 from .volume import Volume, lps_to_ras
@@ -26,11 +27,23 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
     and straight into gzip each of those 432 small calls waited for the GIL beside the SEG being built on
     the other thread (several times as long as alone; docs/performance.md).
     """
-    array = np.asarray(volume.array).transpose(2, 1, 0)
-    image = nib.Nifti1Image(array, lps_to_ras(volume.affine_lps))
+    write_nifti_array(np.asarray(volume.array).transpose(2, 1, 0), lps_to_ras(volume.affine_lps), path)
+
+
+def write_nifti_array(
+    array_xyz: npt.NDArray[np.generic],
+    affine_ras: npt.NDArray[np.float64],
+    path: str | os.PathLike[str],
+    form_codes: tuple[int, int] = (1, 1),
+) -> None:
+    """Write data in NIfTI's own axis order with its RAS affine in millimetres, as the qform and the sform with
+    ``form_codes`` (qform code, sform code; 1 = scanner, 0 = that form absent); ``.gz`` paths compressed as
+    :func:`write_nifti` describes."""
+    qcode, scode = form_codes
+    image = nib.Nifti1Image(array_xyz, affine_ras)
     image.header.set_xyzt_units("mm")
-    image.set_sform(image.affine, code=1)
-    image.set_qform(image.affine, code=1)
+    image.set_sform(affine_ras if scode else None, code=scode)
+    image.set_qform(affine_ras if qcode else None, code=qcode)
     if not str(path).endswith(".gz"):
         nib.save(image, str(path))
         return
