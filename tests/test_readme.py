@@ -70,7 +70,11 @@ def test_readme_is_short() -> None:
 
 @pytest.mark.parametrize(
     ("command", "parser"),
-    [("litseg-run", "litseg.runtime.cli"), ("litseg-serve", "litseg.runtime.node.cli")],
+    [
+        ("litseg-run", "litseg.runtime.cli"),
+        ("litseg-serve", "litseg.runtime.node.cli"),
+        ("litseg-batch", "litseg.runtime.batch.cli"),
+    ],
 )
 def test_readme_commands_take_the_flags_they_are_given(command: str, parser: str) -> None:
     """Each README line of ``command`` parses with the command's own parser (no flag renamed under it)."""
