@@ -25,7 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
 
-AIR_HU = -1000.0
+#: The two reference tissues of the estimate: air outside the body (the textbook -1000 HU, not the reader's
+#: -1024 floor: the grey of air is measured, so its nominal HU is what is assumed) and subcutaneous fat.
+AIR_REFERENCE_HU = -1000.0
 FAT_HU = -100.0
 #: A soft-tissue peak (muscle, liver, spleen; any contrast phase) lies in this HU range.
 SOFT_TISSUE_HU = (0.0, 200.0)
@@ -54,9 +56,6 @@ class LinearMap:
         return (np.asarray(grey, dtype=np.float32) * np.float32(self.scale_hu) + np.float32(self.offset_hu)).astype(
             np.float32
         )
-
-    def grey_of(self, hu: float) -> float:
-        return (hu - self.offset_hu) / self.scale_hu
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -129,8 +128,8 @@ def _single_peak(grey: npt.NDArray[np.float64], body: npt.NDArray[np.bool_], air
     """The fat grey for a body histogram with one peak: is it fat or soft tissue? Each reading predicts
     where the other tissue lies; the reading whose prediction holds more pixels per HU wins."""
     values = grey[body]
-    as_fat = (FAT_HU - AIR_HU) / (peak - air)  # HU per grey if the peak is fat
-    as_soft = (SOFT_ANCHOR_HU - AIR_HU) / (peak - air)  # ... if it is soft tissue
+    as_fat = (FAT_HU - AIR_REFERENCE_HU) / (peak - air)  # HU per grey if the peak is fat
+    as_soft = (SOFT_ANCHOR_HU - AIR_REFERENCE_HU) / (peak - air)  # ... if it is soft tissue
     lo, hi = SOFT_TISSUE_HU
     soft_if_fat = np.count_nonzero((values >= peak + lo / as_fat + 2) & (values <= peak + (hi - FAT_HU) / as_fat))
     fat_if_soft = np.count_nonzero(np.abs(values - (peak + (FAT_HU - SOFT_ANCHOR_HU) / as_soft)) <= 50 / as_soft)
@@ -163,7 +162,7 @@ def estimate_hu_map(grey: npt.NDArray[np.generic]) -> LinearMap:
         raise ValueError("the body's histogram has no peak above air: no intensity map can be estimated")
     best: tuple[float, float, float] | None = None  # (height sum, fat, soft)
     for fat, h_fat in peaks:
-        scale = (FAT_HU - AIR_HU) / (fat - air)
+        scale = (FAT_HU - AIR_REFERENCE_HU) / (fat - air)
         for soft, h_soft in peaks:
             plausible = soft > fat and SOFT_TISSUE_HU[0] <= FAT_HU + scale * (soft - fat) <= SOFT_TISSUE_HU[1]
             if plausible and (best is None or h_fat + h_soft > best[0]):
@@ -172,5 +171,5 @@ def estimate_hu_map(grey: npt.NDArray[np.generic]) -> LinearMap:
         fat_grey, soft_grey, method = best[1], best[2], "fat+soft"
     else:
         fat_grey, soft_grey, method = _single_peak(g, body, air, peaks[0][0]), None, "single-peak"
-    scale = (FAT_HU - AIR_HU) / (fat_grey - air)
-    return LinearMap(scale, AIR_HU - scale * air, air, fat_grey, soft_grey, method)
+    scale = (FAT_HU - AIR_REFERENCE_HU) / (fat_grey - air)
+    return LinearMap(scale, AIR_REFERENCE_HU - scale * air, air, fat_grey, soft_grey, method)

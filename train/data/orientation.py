@@ -44,7 +44,7 @@ DIHEDRAL: tuple[Reorientation, ...] = tuple(
     Reorientation(transpose=t, flip_y=fy, flip_x=fx) for t, fy, fx in product((False, True), repeat=3)
 )
 #: HU above which a pixel is body tissue (soft tissue; fat is excluded because MSD slices saturate it to 0).
-TISSUE_HU = 20.0
+SOFT_TISSUE_FLOOR_HU = 20.0
 #: Weight of the liver's anterior position against its right-sided one (a weaker cue).
 LIVER_ANTERIOR_WEIGHT = 0.5
 #: Tissue blobs smaller than this fraction of the largest are not body (the table's arcs, cables).
@@ -133,10 +133,10 @@ def body_mask(hu: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
     """The body's region: the tissue blobs (small ones such as the table's arcs dropped), filled along
     every row and every column (the intersection: a hull that bridges the gaps of a thin chest wall
     around black lungs, where hole filling fails)."""
-    tissue = ndimage.binary_closing(hu > TISSUE_HU, structure=np.ones((3, 3), bool), iterations=2)
+    tissue = ndimage.binary_closing(hu > SOFT_TISSUE_FLOOR_HU, structure=np.ones((3, 3), bool), iterations=2)
     labels, n = ndimage.label(tissue)
     if n == 0:
-        raise ValueError(f"no body tissue (> {TISSUE_HU:g} HU) in the slice: cannot orient it")
+        raise ValueError(f"no body tissue (> {SOFT_TISSUE_FLOOR_HU:g} HU) in the slice: cannot orient it")
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     kept = np.isin(labels, np.nonzero(sizes >= MIN_BLOB_FRACTION * sizes.max())[0])

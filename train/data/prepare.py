@@ -30,6 +30,7 @@ from litseg.runtime import kernels
 from litseg.runtime.dicom_images import SeriesIdentity, ct_datasets, mask_datasets, write_datasets
 from litseg.runtime.errors import EXIT_OUTPUT, InputError, LitsegError
 from litseg.runtime.geometry import Reorientation, canonical_reorientation
+from litseg.runtime.hu import TISSUE_HU
 from litseg.runtime.nifti import read_nifti
 from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.preprocess import preprocess
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 #: Default fraction of the slices without liver that are kept (dropping all teaches false positives).
 DEFAULT_EMPTY_FRACTION = 0.1
 BONE_HU = 250.0
-BODY_HU = -500.0
 _CASE_RE = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
 
 
@@ -116,7 +116,7 @@ def anatomical_flips(hu: npt.NDArray[np.floating], labels: npt.NDArray[np.uint8]
         return False, False
     picked = liver_slices[:: max(1, liver_slices.size // 12)]
     sub_hu, sub_lab = hu[picked], labels[picked]
-    body_cols = np.nonzero(sub_hu > BODY_HU)[2]
+    body_cols = np.nonzero(sub_hu > TISSUE_HU)[2]
     liver_rows, liver_cols = np.nonzero(sub_lab > 0)[1:]
     flip_x = bool(liver_cols.mean() > body_cols.mean())
     centre = body_cols.mean()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,8 +254,3 @@ class SliceDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         state = dict(self.__dict__)
         state["_file"] = None  # h5py handles do not cross process boundaries
         return state
-
-
-def class_names_of(path: Path) -> list[str]:
-    with h5py.File(path, "r") as f:
-        return list(json.loads(str(f.attrs["class_names"])))
