@@ -8,10 +8,12 @@ written back through the inverse permutation with the file's own affine: the sam
 
 Refused with an :class:`~litseg.runtime.errors.InputError` naming the reason, as the DICOM reader refuses:
 a 4-D (or 2-D) image, non-scalar or non-finite data, no stored orientation (qform and sform codes 0), a
-qform and sform that disagree, spatial units other than millimetres, a sheared grid (slices drifting
-in-plane: the NIfTI form of a gantry tilt), in-plane axes that are not perpendicular, fewer than
-:data:`~litseg.runtime.series.MIN_SLICES` slices, and a volume whose values do not look like CT in HU
-(nothing near air: an MR, a PET, a label map, or CT stored without its ``scl_slope``/``scl_inter``).
+qform and sform that place the voxels more than a tenth of a voxel apart, spatial units other than
+millimetres, a sheared grid (slices drifting in-plane: the NIfTI form of a gantry tilt), in-plane axes that
+are not perpendicular, fewer than :data:`~litseg.runtime.series.MIN_SLICES` slices, and a volume whose values
+do not look like CT in HU (nothing near air: an MR, a PET, a label map, or CT stored without its
+``scl_slope``/``scl_inter``). A volume rotated off the axial plane is read as a DICOM series of the same
+orientation is (up to 30 degrees, with a warning beyond 10: :mod:`~litseg.runtime.geometry`).
 HU are the stored values times ``scl_slope`` plus ``scl_inter`` (int16 when exact, else float32).
 """
 
@@ -41,8 +43,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: A CT volume holds air (about -1000 HU) outside the body or in the lungs and bowel; without any voxel below
 #: this the values are not HU (MR, PET, a label map, or CT stored without its rescale).
 MAX_AIR_HU = -500.0
-#: qform and sform may differ by float rounding only (mm, over the affine's entries).
-FORM_TOLERANCE_MM = 1e-3
+#: qform and sform may place a voxel at most this many (smallest) voxel sizes apart: rounding, not geometry.
+FORM_TOLERANCE_VOXELS = 0.1
 #: In-plane axes of a DICOM series must be orthonormal to this (ImageOrientationPatient); the same here.
 ORTHOGONALITY_TOLERANCE = 1e-3
 _UNITS_OK = ("mm", "unknown")
@@ -115,6 +117,19 @@ def _load(path: Path) -> Any:
     return image
 
 
+def _form_gap(
+    qform: npt.NDArray[np.float64], sform: npt.NDArray[np.float64], shape: tuple[int, ...]
+) -> tuple[float, float]:
+    """How far apart (mm) the two forms put the volume's corner voxels, and how far they may (a tenth of the
+    smallest voxel: float32 storage and a quaternion's rounding stay far below; a flip or a shift does not)."""
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    gap = float(np.linalg.norm((corners @ (qform - sform).T)[:, :3], axis=1).max())
+    spacing = float(np.linalg.norm(sform[:3, :3], axis=0).min())
+    return gap, FORM_TOLERANCE_VOXELS * spacing
+
+
 def _affine(image: Any, path: Path) -> npt.NDArray[np.float64]:
     """The file's RAS affine, refused where the file gives no orientation, two of them or no millimetres."""
     header = image.header
@@ -125,12 +140,11 @@ def _affine(image: Any, path: Path) -> npt.NDArray[np.float64]:
             "re-export it with its affine (e.g. nibabel, SimpleITK or dcm2niix)"
         )
     if qcode > 0 and scode > 0:
-        qform, sform = header.get_qform(), header.get_sform()
-        gap = float(np.abs(qform - sform).max())
-        if gap > FORM_TOLERANCE_MM:
+        gap, tolerance = _form_gap(header.get_qform(), header.get_sform(), image.shape[:3])
+        if gap > tolerance:
             raise InputError(
-                f"{path} holds a qform and an sform that disagree by up to {gap:.3g} mm (tools differ on which "
-                "one to believe, so the geometry is ambiguous); re-export it with one affine"
+                f"{path} holds a qform and an sform that place its voxels up to {gap:.3g} mm apart (tools differ "
+                "on which one to believe, so the geometry is ambiguous); re-export it with one affine"
             )
     units = header.get_xyzt_units()[0]
     if units not in _UNITS_OK:

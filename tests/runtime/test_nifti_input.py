@@ -150,7 +150,7 @@ def _ct(shape: tuple[int, ...] = (16, 16, 6)) -> np.ndarray:
         (lambda: nib.Nifti1Image(_ct((16, 16, 2)), _affine_ras()), "2 slice"),
         (lambda: nib.Nifti1Image(_ct().astype(np.float32) * np.nan, _affine_ras()), "NaN"),
         (lambda: _with_codes(nib.Nifti1Image(_ct(), _affine_ras()), 0, 0), "no orientation"),
-        (lambda: _disagreeing_forms(), "disagree"),
+        (lambda: _disagreeing_forms(), "qform and an sform that place its voxels up to 60 mm apart"),
     ],
     ids=["4-D", "label-map", "no-rescale", "sheared", "sheared-slice-first", "thin", "nan", "no-orientation", "qforms"],
 )
@@ -216,3 +216,13 @@ def test_a_qform_only_volume_keeps_its_qform_only(dicom_case, tumor_model: Path,
     written = nib.load(str(write_results(result, tmp_path / "out", formats=("nifti",))["nifti"]))
     assert (int(written.header["qform_code"]), int(written.header["sform_code"])) == (1, 0)
     assert np.allclose(written.affine, nib.load(str(tmp_path / "in" / "q.nii.gz")).affine, atol=1e-5)
+
+
+def test_qform_and_sform_that_differ_by_rounding_only_are_accepted(tmp_path: Path) -> None:
+    image = nib.Nifti1Image(_ct(), _affine_ras())
+    nudged = _affine_ras()
+    nudged[:3, 3] += 0.01  # a hundredth of a mm: a converter's rounding, not another geometry
+    image.set_qform(nudged, code=1)
+    image.set_sform(_affine_ras(), code=1)
+    nib.save(image, str(tmp_path / "v.nii.gz"))
+    assert np.array_equal(read_nifti_series(tmp_path / "v.nii.gz").volume.affine_lps[:3, 3], [0.0, 0.0, 0.0])

@@ -39,10 +39,11 @@ BLOCKED_ID = "volume-3"  # its output path is taken by a file: an output failure
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """A local Ray with 2 CPUs; the batch subprocesses attach to it as drivers."""
+    """A local Ray with 2 CPUs, and one GPU as Ray counts them (declared: this machine has no CUDA device, so a
+    worker asking for a share of it finds none); the batch subprocesses attach to it as drivers."""
     if ray is None:
         pytest.fail(NO_RAY)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 << 20, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=100 << 20, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -279,3 +280,14 @@ def test_a_series_over_the_timeout_is_stopped_and_recorded(
     assert record["status"] == "failed" and record["error"]["class"] == "SeriesTimeout"
     assert _result_folders(out) == set()
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_workers_that_find_no_usable_gpu_stop_the_batch_with_the_device_exit_code(
+    cluster: str, archive: Path, tumor_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ("--device", "gpu", "--gpu-share", "0.5")
+    code, err = _finish(_batch(archive / "nifti" / "volume-0.nii.gz", out, tumor_model, cluster, *args))
+    assert code == 5, err
+    assert "could not load the model" in err and "device 'gpu'" in err and "Traceback" not in err
+    assert not (out / "ledger.jsonl").exists() or not _ledger(out)  # nothing ran
