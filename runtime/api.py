@@ -302,12 +302,16 @@ def write_results(
 ) -> dict[str, Path]:
     """Write the requested formats into ``out_dir`` atomically; returns the path of each file.
 
+    ``overwrite=True`` replaces a folder of litseg's own results (it carries a ``.litseg`` marker naming the
+    files litseg wrote); a folder holding any other file is refused.
+
     Raises
     ------
     UsageError
         ``out_dir`` equals, contains or lies inside the folder of a source file.
     OutputError
-        Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``.
+        Unknown format, ``out_dir`` not writable, holding litseg's earlier results without ``overwrite``,
+        or holding anything litseg did not write (never replaced, even with ``overwrite``).
     InputError
         The source headers cannot be turned into a valid DICOM output.
     """

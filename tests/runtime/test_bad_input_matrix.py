@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from litseg.runtime.cli import main
 from litseg.runtime.model import NAME_METADATA_KEY, VERSION_METADATA_KEY
+from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 from tests.factories import make_intensity_model
 from tests.runtime.bad_inputs import CASES
@@ -86,12 +87,18 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
                 "inside": src / "results",
                 "around": tmp,
                 "busy": tmp / "busy",
+                "earlier": tmp / "earlier",
+                "earlier-plus": tmp / "earlier",
                 "file": tmp / "a-file",
                 "under-file": tmp / "a-file" / "out",
             }[kind]
             if kind == "busy":
                 target.mkdir()
                 (target / "keep.txt").write_text("earlier results")
+            if kind in ("earlier", "earlier-plus"):  # a results folder litseg wrote before (its marker)
+                commit_folder(target, lambda t: (t / "report.json").write_text('{"litseg_version": "0"}'))
+                if kind == "earlier-plus":
+                    (target / "notes.txt").write_text("a reader's notes beside the results")
             if kind in ("file", "under-file"):
                 (tmp / "a-file").write_text("a file, not a folder")
             args[4] = str(target)
@@ -133,8 +140,11 @@ def test_bad_input_case(name: str, tmp_path: Path, tumor_model: Path, capsys: py
     assert not {n for n in leftovers if n.startswith(".")}, leftovers
     if not out.exists() or out == src:
         return
-    if name == "out-not-empty":
+    if name in ("out-not-empty", "out-foreign-overwrite"):
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert "--overwrite" not in lines[-1].replace("even with --overwrite", "")
+    if name == "out-earlier-results-plus-file":
+        assert sorted(p.name for p in out.iterdir()) == [".litseg", "notes.txt", "report.json"]
 
 
 def test_the_matrix_is_documented_case_by_case() -> None:
