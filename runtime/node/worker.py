@@ -30,8 +30,8 @@ import pydicom
 
 from ..api import OUTPUT_FILES, write_results
 from ..errors import EXIT_INTERNAL, InputError
-from ..write import strict_json
 from ..segmenter import Segmenter
+from ..write import strict_json
 from .config import NodeConfig
 from .late import LateJob, prepare, series_uid_of
 from .series_queue import SeriesQueue
