@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
@@ -187,7 +188,9 @@ class SegmentationResult:
             "generated_uids": dict(self.series.generated_uids),
             "input_notes": list(self.series.notes),
             "provider": self.provider,
+            # one definition everywhere: the liver includes its tumours (labels 1 and 2, the SEG's "Liver")
             "liver_volume_ml": round(m.liver_volume_ml, 2),
+            "parenchyma_volume_ml": round(m.parenchyma_volume_ml, 2),
             "tumor_count": m.tumor_count,
             "tumor_volume_ml": round(m.tumor_volume_ml, 3),
             "tumor_burden_percent": round(m.tumor_burden_percent, 3),
@@ -281,6 +284,13 @@ def segment(
     )
 
 
+def result_seg(result: SegmentationResult) -> hd.seg.Segmentation:
+    """The DICOM SEG of ``result`` (flagged ``CHECK:`` with its plausibility warnings; new UIDs each call)."""
+    algorithm = AlgorithmInfo(result.model.name, result.model.version)
+    codes = result.plausibility.codes if result.plausibility is not None else ()
+    return build_seg(result.labels, result.series, result.model.spec.class_names, algorithm, codes)
+
+
 def release_pixels(result: SegmentationResult) -> SegmentationResult:
     """The same result without the series' HU: a zero-stride placeholder of the same shape and geometry.
 
@@ -336,7 +346,7 @@ def write_results(
             compressing = pool.submit(nifti, tmp) if "nifti" in formats else None
             if "seg" in formats:
                 with timer.stage("write_seg"):
-                    seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
+                    seg = result_seg(result)
                     seg.save_as(tmp / OUTPUT_FILES["seg"])
             if compressing is not None:
                 compressing.result()
@@ -352,7 +362,8 @@ def write_results(
                 write_datasets(mask_datasets(result.labels, task, identity, result.labels.source_sop_uids), folder)
         if "overlay" in formats:
             with timer.stage("write_overlay"):
-                write_overlay(result.series.volume, result.labels, tmp / OUTPUT_FILES["overlay"])
+                warned = [w.message for w in result.plausibility.warnings] if result.plausibility else []
+                write_overlay(result.series.volume, result.labels, tmp / OUTPUT_FILES["overlay"], warned)
         if "json" in formats:
             report["timings_s"].update({k: round(v, 4) for k, v in timer.timings.items()})
             report["outputs"] = [OUTPUT_FILES[f] for f in formats]

@@ -94,7 +94,7 @@ def format_series_line(summary: dict[str, Any]) -> str:
     )
     result = summary.get("result") or {}
     outcome = (
-        f"liver {result.get('liver_volume_ml')} mL, {result.get('tumor_count')} tumor(s) "
+        f"liver {result.get('liver_volume_ml')} mL incl. {result.get('tumor_count')} tumor(s) "
         f"{result.get('tumor_volume_ml')} mL"
     )
     if summary.get("warnings"):

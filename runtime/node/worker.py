@@ -224,7 +224,8 @@ def make_summary(job: str, report: dict[str, Any], state: str, forward: dict[str
         "finished_at": now_iso(),
         "timings_s": report.get("timings_s", {}),
         "result": {
-            "liver_volume_ml": report.get("liver_volume_ml"),
+            "liver_volume_ml": report.get("liver_volume_ml"),  # the whole liver, tumours included
+            "parenchyma_volume_ml": report.get("parenchyma_volume_ml"),
             "tumor_count": report.get("tumor_count"),
             "tumor_volume_ml": report.get("tumor_volume_ml"),
         },

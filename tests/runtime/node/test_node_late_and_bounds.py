@@ -170,7 +170,7 @@ def test_implausible_results_are_flagged_and_held_on_request(
     wait_for(lambda: spool_state(spool, "held"), 60, "the result in held/", node.log)
     (job,) = spool_state(spool, "held")
     held = pydicom.dcmread(spool / "held" / job / "segmentation.dcm")
-    assert held.SeriesDescription.startswith("CHECK:") and "liver_volume_out_of_range" in held.ContentDescription
+    assert held.SeriesDescription.startswith("CHECK:") and "volume_out_of_range" in held.ContentDescription
     assert "HELD in held/" in node.log() and "held: 1" in status_text(spool)
     time.sleep(1.5)
     assert series.series_uid not in segs_by_series(scp.folder)  # not forwarded

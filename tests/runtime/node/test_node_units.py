@@ -161,7 +161,7 @@ def test_status_reads_the_spool_without_a_node(tmp_path: Path, capsys: pytest.Ca
     assert status["queue_depth"] == 0 and status["done"] == 1 and not status["node"]["running"]
     line = format_series_line(summary)
     assert line == (
-        "series 1.2.3.4 (1 instances): read 0.10 s, inference 1.25 s, send 0.05 s; liver 1500.0 mL, "
+        "series 1.2.3.4 (1 instances): read 0.10 s, inference 1.25 s, send 0.05 s; liver 1500.0 mL incl. "
         "2 tumor(s) 12.5 mL; forward PACS@h:104 status 0x0000 after 1 attempt(s)"
     )
     assert main(["--status", "--spool", str(tmp_path / "spool")]) == 0
