@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..model import DEVICES
 from .late import LATE_MODES
-from .spool import KEEP_DONE
+from .retention import KEEP_DONE
 
 #: Application Entity titles: 1-16 characters of the default repertoire, no backslash or control
 #: characters (PS3.5 6.2, VR AE); leading/trailing spaces are not significant, so they are refused here.

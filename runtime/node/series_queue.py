@@ -65,7 +65,7 @@ class SeriesQueue:
         while not stop.wait(interval):
             try:
                 self.collect()
-                self.spool.sweep()
+                self.spool.retention.sweep()
             except Exception:  # never let the collector die: the next round tries again
                 log.exception("series collector error")
 

@@ -14,9 +14,9 @@ Layout (each state is a folder; a series moves between states by one ``os.replac
     <spool>/failed/<job>/instances/... + error.json                 series that could not be segmented
                                                                     (a queue/ job with error.json is failing)
 
-A finished job keeps its instances for ``retain_instances_s`` (the node's late-instance window) so that a
-late instance of its series can be segmented together with them (:mod:`~litseg.runtime.node.late`);
-:meth:`Spool.release_instances` drops them afterwards, :meth:`Spool.prune_done` keeps ``done/`` bounded.
+A finished job keeps its instances for the node's late-instance window so that a late instance of its
+series can be segmented together with them (:mod:`~litseg.runtime.node.late`); how long, and how many
+``done/`` entries stay, is :mod:`~litseg.runtime.node.retention`'s job (``Spool.retention``).
 
 An instance refused because the spool was full (0xA700) is recorded by its SOP Instance UID in the series
 folder's ``.refused-sop-uids`` and struck off when the sender retries it and it is stored. A series closed
@@ -47,17 +47,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from .retention import FINISHED_STATES as FINISHED_STATES  # re-exported: the spool's layout names
+from .retention import INSTANCES as INSTANCES
+from .retention import KEEP_DONE, Retention
+from .retention import REPORT_FILE as REPORT_FILE
 
 log = logging.getLogger(__name__)
 
 STATES = ("tmp", "incoming", "queue", "outbox", "done", "held", "failed")
-#: States whose jobs are finished (a result exists); their instances are kept for the late-instance window.
-FINISHED_STATES = ("outbox", "done", "held")
 SEG_FILE = "segmentation.dcm"
-REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.json"
-INSTANCES = "instances"
 #: Prefix of a job folder being built in queue/ (invisible to workers until renamed).
 STAGING = ".staging-"
 #: In a series folder: the SOP Instance UIDs refused because the spool was full and not received since.
@@ -66,10 +66,6 @@ REFUSED_FILE = ".refused-sop-uids"
 LEGACY_REFUSED_FILE = ".refused"
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; also what makes it a safe file name.
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-#: Finished series whose summaries are kept for ``--status`` (``--keep-done``).
-KEEP_DONE = 1000
-#: Seconds between two sweeps of finished jobs (instances past the late window, done/ beyond its bound).
-SWEEP_INTERVAL_S = 5.0
 
 
 class SpoolFullError(Exception):
@@ -130,10 +126,7 @@ class Spool:
     ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
-        self.retain_instances_s = retain_instances_s
-        self.keep_done = keep_done
-        self.keep_done_s = keep_done_s
-        self._last_sweep = 0.0
+        self.retention = Retention(self, retain_instances_s, keep_done, keep_done_s)
         self._lock = threading.RLock()
         self._last_seen: dict[SeriesKey, float] = {}
         self._used = 0
@@ -167,7 +160,7 @@ class Spool:
                 for series in study.iterdir() if study.is_dir() else ():
                     self._last_seen[SeriesKey(study.name, series.name)] = now  # idle clock restarts now
             self._used = _tree_bytes(self.root)
-        self.sweep(force=True)  # instances past the late window, done/ beyond its bound (crash or new limits)
+        self.retention.sweep(force=True)  # instances past the late window, done/ beyond its bounds
         with self._lock:
             counts = {state: len(self._jobs(state)) for state in ("queue", "outbox", "done", "failed")}
             counts["incoming"] = len(self._last_seen)
@@ -198,7 +191,7 @@ class Spool:
         with self._lock:
             resent = path.stat().st_size if path.exists() else 0  # a resent instance replaces itself
             if self.max_bytes and self._used + len(data) - resent > self.max_bytes:
-                self._make_room(self._used + len(data) - resent - self.max_bytes)
+                self.retention.make_room(self._used + len(data) - resent - self.max_bytes)
             if self.max_bytes and self._used + len(data) - resent > self.max_bytes:
                 self._mark_refused(key, sop_uid)
                 raise SpoolFullError(
@@ -229,20 +222,6 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             _fsync_dir(folder)
         return path
-
-    def _make_room(self, needed: int) -> None:
-        """Release the instances finished jobs keep for late ones, oldest first, until ``needed`` bytes are
-        free (caller holds the lock): a series being received matters more than a possible late instance."""
-        finished = sorted((job for state in FINISHED_STATES for job in self._jobs(state)), key=lambda p: p.name)
-        for job in finished:
-            if needed <= 0:
-                return
-            instances = job / INSTANCES
-            if instances.is_dir():
-                before = self._used
-                self._drop(instances)
-                needed -= before - self._used
-                log.info("spool full: released the kept instances of finished job %s early", job.name)
 
     def _mark_refused(self, key: SeriesKey, sop_uid: str) -> None:
         """Record a refused instance by its SOP Instance UID in the series folder (caller holds the lock). A
@@ -376,9 +355,9 @@ class Spool:
         dst = self.root / state / job
         with self._lock:
             if state == "done":
-                self.prune_done(self.keep_done - 1)  # room first: done/ never holds more than keep_done
+                self.retention.prune_done(self.retention.keep_done - 1)  # room first: never above keep_done
             os.replace(src, dst)
-        if self.retain_instances_s <= 0:
+        if self.retention.retain_instances_s <= 0:
             self._drop(dst / INSTANCES)
         if state == "done":
             self._drop(dst / SEG_FILE)
@@ -403,68 +382,29 @@ class Spool:
         src = self.root / "outbox" / job
         self.write_json(src / SUMMARY_FILE, summary)
         with self._lock:
-            self.prune_done(self.keep_done - 1)  # room first: done/ never holds more than keep_done
+            self.retention.prune_done(self.retention.keep_done - 1)  # room first: never above keep_done
             os.replace(src, self.root / "done" / job)
         self._drop(self.root / "done" / job / SEG_FILE)
 
-    def drop_job(self, state: str, job: str) -> None:
-        """Remove a job and everything in it (a late job dropped by ``--late-instances drop``)."""
-        self._drop(self.root / state / job)
+    def drop_job(self, state: str, job: str) -> int:
+        """Remove a job and everything in it; returns the bytes freed."""
+        return self._drop(self.root / state / job)
 
-    def drop_instances(self, state: str, job: str) -> None:
-        self._drop(self.root / state / job / INSTANCES)
+    def drop_instances(self, state: str, job: str) -> int:
+        """Remove a job's instances; returns the bytes freed."""
+        return self._drop(self.root / state / job / INSTANCES)
 
     def account(self, size: int) -> None:
         """Count ``size`` bytes a caller put into the spool itself (a linked instance)."""
         with self._lock:
             self._used += size
 
-    def sweep(self, force: bool = False) -> None:
-        """At most every :data:`SWEEP_INTERVAL_S`: release instances past the late window and prune
-        ``done/`` by age (each finished job prunes it by count at once). Called by the collector."""
-        now = time.monotonic()
-        if not force and now - self._last_sweep < SWEEP_INTERVAL_S:
-            return
-        self._last_sweep = now
-        self.release_instances(self.retain_instances_s)
-        self.prune_done(self.keep_done, self.keep_done_s)
-
-    def release_instances(self, older_than_s: float) -> int:
-        """Drop the instances of finished jobs whose result is older than ``older_than_s``; returns how many
-        jobs released theirs."""
-        released = 0
-        deadline = time.time() - older_than_s
-        for state in FINISHED_STATES:
-            for job in self._jobs(state):
-                instances = job / INSTANCES
-                if not instances.is_dir():
-                    continue
-                try:
-                    finished = (job / REPORT_FILE).stat().st_mtime
-                except FileNotFoundError:  # moved on meanwhile
-                    continue
-                if finished <= deadline:
-                    self._drop(instances)
-                    released += 1
-        return released
-
-    def prune_done(self, keep: int = KEEP_DONE, max_age_s: float = 0.0) -> list[str]:
-        """Remove the oldest ``done/`` jobs beyond ``keep``, and those closed more than ``max_age_s`` ago
-        (0: no age limit); returns the removed job names."""
-        jobs = self._jobs("done")
-        old = jobs[: max(len(jobs) - max(keep, 0), 0)]
-        if max_age_s > 0:
-            cutoff_ns = time.time_ns() - int(max_age_s * 1e9)
-            old += [j for j in jobs[len(old) :] if _closed_ns(j.name) < cutoff_ns]
-        for job in old:
-            self._drop(job)
-        return [j.name for j in old]
-
-    def _drop(self, path: Path) -> None:
+    def _drop(self, path: Path) -> int:
         size = _tree_bytes(path) if path.is_dir() else (path.stat().st_size if path.exists() else 0)
         _remove(path)
         with self._lock:
             self._used -= size
+        return size
 
 
 def _read_uids(path: Path) -> set[str]:
@@ -472,12 +412,6 @@ def _read_uids(path: Path) -> set[str]:
         return {line.strip() for line in path.read_text(encoding="ascii").splitlines() if is_uid(line.strip())}
     except (OSError, ValueError):
         return set()
-
-
-def _closed_ns(job: str) -> int:
-    """The closing time in a job name ``<ns, 20 digits>-<uid>`` (0 when the name has none)."""
-    head = job.split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 def _remove(path: Path) -> None:

@@ -193,11 +193,11 @@ def test_done_is_pruned_by_count_and_by_age(tmp_path: Path) -> None:
         job = spool.close_series(key)
         spool.write_result(job, b"SEG", {})
         spool.finish(job, "done", summary={})
-        spool.sweep(force=True)
+        spool.retention.sweep(force=True)
     assert len(spool.jobs("done")) == 3
     old = spool.path("done", spool.jobs("done")[0])
     os.rename(old, old.with_name(f"{time.time_ns() - int(7200e9):020d}-1.2.3.99"))  # closed two hours ago
-    assert len(spool.prune_done(3, max_age_s=3600)) == 1 and len(spool.jobs("done")) == 2
+    assert len(spool.retention.prune_done(3, max_age_s=3600)) == 1 and len(spool.jobs("done")) == 2
 
 
 def _finished_job(spool: Spool, sops: list[str], key: SeriesKey = KEY) -> str:
@@ -245,8 +245,8 @@ def test_late_instances_dropped_on_request_and_released_after_the_window(tmp_pat
     assert late_job is not None
     dropped = prepare(spool, late_job, "drop")
     assert dropped is not None and not dropped.merged and spool.jobs("queue") == []
-    assert spool.release_instances(600) == 0
-    assert spool.release_instances(0) == 1 and not (spool.path("done", first) / "instances").exists()
+    assert spool.retention.release_instances(600) == 0
+    assert spool.retention.release_instances(0) == 1 and not (spool.path("done", first) / "instances").exists()
 
 
 def test_jobs_of_one_series_are_handed_out_one_at_a_time(tmp_path: Path) -> None:
