@@ -1,7 +1,7 @@
 """A text banner for the quick-look PNG: a built-in 5x7 bitmap font, so the runtime needs no imaging library.
 
 Used to put a plausibility warning where a person looks (``CHECK: ...`` on a red band above the slices).
-Upper-case letters, digits and ``:_,.-+()%/`` are drawn; other characters become spaces.
+Upper-case letters, digits and ``:_,.-+()%/'=`` are drawn; other characters become spaces.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ _GLYPHS: dict[str, tuple[str, ...]] = {
     ")": (".#...", "..#..", "...#.", "...#.", "...#.", "..#..", ".#..."),
     "%": ("##...", "##..#", "...#.", "..#..", ".#...", "#..##", "...##"),
     "/": (".....", "....#", "...#.", "..#..", ".#...", "#....", "....."),
+    "'": ("..#..", "..#..", ".#...", ".....", ".....", ".....", "....."),
+    "=": (".....", ".....", "#####", ".....", "#####", ".....", "....."),
     " ": (".....",) * 7,
 }
 GLYPH_ROWS, GLYPH_COLUMNS = 7, 5

@@ -32,11 +32,12 @@ exit codes:
   {errors.EXIT_OK}  success
   {errors.EXIT_USAGE}  usage error (bad flags; an --out that equals, contains or lies inside the input)
   {errors.EXIT_BAD_INPUT}  bad input series (not found, no CT series, several series, gaps, tilt, ...)
-  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs)
+  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs, a broken onnxruntime)
   {errors.EXIT_DEVICE}  requested device unusable (--device gpu without a usable CUDA GPU)
   {errors.EXIT_OUTPUT}  results cannot be written (output folder holds files, permissions, disk full); checked
      before the series is read where possible
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
+  {errors.EXIT_INTERRUPTED} interrupted (Ctrl-C)
 """
 
 
@@ -219,7 +220,7 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
         return exc.exit_code
     except KeyboardInterrupt:
         print("litseg-run: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return errors.EXIT_INTERRUPTED
     except Exception:  # a bug: say so, keep the traceback for the report, use the documented code
         logging.getLogger(__name__).exception("internal error")
         print("litseg-run: internal error (a bug); please report it with the traceback above", file=sys.stderr)

@@ -26,10 +26,10 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from .errors import DeviceError, ModelError
 from .kernels import worker_threads
+from .onnxruntime_check import onnxruntime as ort
 from .spec import SPEC_METADATA_KEY, PreprocessSpec
 
 log = logging.getLogger(__name__)

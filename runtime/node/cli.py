@@ -32,10 +32,11 @@ C-STORE statuses: 0x0000 stored; 0x0122 SOP class not supported (only CT Image S
 exit codes:
   {errors.EXIT_OK}  stopped cleanly (SIGTERM or Ctrl-C), or --status printed
   {errors.EXIT_USAGE}  usage error (bad flags, port in use)
-  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata)
+  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, a broken onnxruntime install)
   {errors.EXIT_DEVICE}  requested device unusable
   {errors.EXIT_OUTPUT}  spool not writable or in use by another node
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
+  {errors.EXIT_INTERRUPTED} interrupted (Ctrl-C) while starting, before the node listened
 """
 
 

@@ -444,6 +444,7 @@ CASES: dict[str, Case] = {
     "model-not-onnx": Case(_flags("@model:junk"), EXIT_MODEL, "cannot load model"),
     "model-fails-at-inference": Case(_flags("@model:run-fails"), EXIT_MODEL, "failed during inference"),
     "gpu-without-gpu": Case(_flags("--device", "gpu"), EXIT_DEVICE, "no usable CUDA GPU"),
+    "broken-onnxruntime": Case(_flags("@ort:broken"), EXIT_MODEL, "onnxruntime is installed but broken"),
     # flags
     "unknown-format": Case(_flags("--formats", "seg,png"), EXIT_USAGE, "--formats"),
     "negative-min-tumor-ml": Case(_flags("--min-tumor-ml", "-1"), EXIT_USAGE, "min_tumor_ml"),

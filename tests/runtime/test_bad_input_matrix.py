@@ -12,8 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from litseg.runtime import model as model_module
 from litseg.runtime.cli import main
 from litseg.runtime.model import NAME_METADATA_KEY, VERSION_METADATA_KEY
+from litseg.runtime.onnxruntime_check import BrokenOnnxruntime
 from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 from tests.factories import make_intensity_model
@@ -79,6 +81,8 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
             args[0] = str(sorted(p for p in src.rglob("*") if p.is_file())[0])
         elif item.startswith("@model:"):
             args[2] = str(_model(item.split(":")[1], tmp, model))
+        elif item.startswith("@ort:"):  # applied by the test (the subprocess test fakes a real broken package)
+            continue
         elif item.startswith("@out:"):
             kind = item.split(":")[1]
             target = {
@@ -110,10 +114,19 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_case(name: str, tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_case(
+    name: str,
+    tmp_path: Path,
+    tumor_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     case = CASES[name]
     src, out = tmp_path / "in", tmp_path / "out"
     extra = case.build(src)
+    if "@ort:broken" in extra:  # what a half-removed onnxruntime imports as (see litseg.runtime.onnxruntime_check)
+        broken = BrokenOnnxruntime(AttributeError("module 'onnxruntime' has no attribute 'InferenceSession'"))
+        monkeypatch.setattr(model_module, "ort", broken)
     args = _arguments(extra, src, out, tmp_path, tumor_model)
     out = Path(args[4])
     before = _digest(src)
