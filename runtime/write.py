@@ -141,11 +141,15 @@ def segment_masks(labels: npt.NDArray[np.uint8], class_names: Sequence[str]) -> 
     """The stacked binary segments ``(z, y, x, segments)`` of a label map: segment ``k`` (1-based) is class
     ``class_names[k]`` and covers the label values of :data:`SEGMENT_LABELS` (the liver includes tumours)."""
     names = class_names[1:]
-    masks = np.empty((*labels.shape, len(names)), dtype=np.bool_)
+    # One contiguous volume per segment, the segment axis last only as a view: highdicom sums over it (its
+    # overlap check) and slices single segments from it, both 5-6x faster on whole planes than on an
+    # interleaved last axis (0.47 s of 0.74 s for 100 slices of 512 x 512 interleaved).
+    masks = np.empty((len(names), *labels.shape), dtype=np.bool_)
     for k, name in enumerate(names):
-        values = SEGMENT_LABELS.get(name, (k + 1,))
-        masks[..., k] = np.isin(labels, values)
-    return masks
+        lookup = np.zeros(256, dtype=np.bool_)  # label value -> in this segment (a table: 5x faster than isin)
+        lookup[list(SEGMENT_LABELS.get(name, (k + 1,)))] = True
+        np.take(lookup, labels, out=masks[k])
+    return np.moveaxis(masks, 0, -1)
 
 
 def build_seg(
