@@ -124,6 +124,12 @@ def prepare(spool: Spool, job: str, mode: str) -> LateJob | None:
     _link_missing(spool, source, job, own)
     if source.state != "failed":  # the late job holds them now; a failed job keeps its own for inspection
         spool.drop_instances(source.state, source.job)
+    if source.state == "outbox":  # not delivered yet: never send a SEG that lacks the late instances
+        superseded = {"job": source.job, "state": "superseded", "series_instance_uid": uid, "superseded_by": job}
+        if spool.delivered(source.job, superseded):
+            log.warning(
+                "series %s: the undelivered SEG of job %s is withdrawn: job %s replaces it", uid, source.job, job
+            )
     log.warning(
         "series %s: re-segmenting with all %d instances: %d late instance(s) arrived after job %s was closed "
         "(%s); the new SEG, in a new series, replaces the SEG of series %s",

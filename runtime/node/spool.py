@@ -377,14 +377,18 @@ class Spool:
             os.replace(src, self.root / "failed" / job)
         _fsync_dir(self.root / "failed")
 
-    def delivered(self, job: str, summary: Mapping[str, Any]) -> None:
-        """The peer acknowledged the SEG of ``job``: record the summary, move it to ``done/``."""
+    def delivered(self, job: str, summary: Mapping[str, Any]) -> bool:
+        """The peer acknowledged the SEG of ``job`` (or it was superseded before delivery): record the summary,
+        move it to ``done/``; ``False`` when the job had already left ``outbox/``."""
         src = self.root / "outbox" / job
-        self.write_json(src / SUMMARY_FILE, summary)
         with self._lock:
+            if not src.is_dir():
+                return False
+            self.write_json(src / SUMMARY_FILE, summary)
             self.retention.prune_done(self.retention.keep_done - 1)  # room first: never above keep_done
             os.replace(src, self.root / "done" / job)
         self._drop(self.root / "done" / job / SEG_FILE)
+        return True
 
     def drop_job(self, state: str, job: str) -> int:
         """Remove a job and everything in it; returns the bytes freed."""

@@ -88,6 +88,8 @@ def format_series_line(summary: dict[str, Any]) -> str:
             f"{head}: FAILED {error.get('type', 'error')} (exit {error.get('exit_code', '?')}): "
             f"{error.get('message', '')}; kept in failed/"
         )
+    if summary.get("state") == "superseded":
+        return f"{head}: superseded before delivery by job {summary.get('superseded_by')} (late instances)"
     timings = summary.get("timings_s", {})
     stages = ", ".join(
         f"{s.removeprefix('model_')} {timings[s]:.2f} s" for s in STAGES if isinstance(timings.get(s), int | float)

@@ -264,3 +264,23 @@ def test_jobs_of_one_series_are_handed_out_one_at_a_time(tmp_path: Path) -> None
     spool.fail(jobs[0], {"type": "InputError"})
     queue.release(jobs[0])
     assert queue.claim(timeout=0.05) == jobs[1]
+
+
+def test_an_undelivered_seg_lacking_late_instances_is_withdrawn(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", retain_instances_s=600)
+    spool.open()
+    spool.store(KEY, "1.1", b"a")
+    first = spool.close_series(KEY)
+    assert first is not None
+    spool.write_result(first, b"SEG", {"node": {"seg_series_instance_uid": "9.9.9"}})
+    spool.finish(first, "outbox")  # the peer is down: the SEG waits
+    spool.store(KEY, "1.2", b"late")
+    late_job = spool.close_series(KEY)
+    assert late_job is not None
+    late = prepare(spool, late_job, "resegment")
+    assert late is not None and late.merged
+    assert spool.jobs("outbox") == [] and spool.jobs("done") == [first]
+    summary = json.loads((spool.path("done", first) / "summary.json").read_text())
+    assert summary["state"] == "superseded" and summary["superseded_by"] == late_job
+    assert "superseded before delivery" in format_series_line(summary)
+    assert not spool.delivered(first, {})  # a forwarder that was sending it meanwhile finds it gone
