@@ -370,7 +370,7 @@ def write_results(
             write_json(report, tmp / OUTPUT_FILES["json"])
 
     try:
-        commit_folder(out_dir, write_all, overwrite=overwrite)
+        commit_folder(out_dir, write_all, overwrite=overwrite, marked=True)
     except LitsegError:
         raise
     except OSError as exc:

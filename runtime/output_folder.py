@@ -236,16 +236,28 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def commit_folder(out_dir: str | os.PathLike[str], write: Callable[[Path], object], overwrite: bool = False) -> None:
+def commit_folder(
+    out_dir: str | os.PathLike[str], write: Callable[[Path], object], overwrite: bool = False, marked: bool = False
+) -> None:
     """Run ``write(tmp)`` into a temporary folder, then move it to ``out_dir`` in one rename.
 
-    The new folder carries litseg's :data:`MARKER`. An existing non-empty ``out_dir`` is an error unless it
-    holds litseg's results and ``overwrite`` is set (:func:`check_replaceable`); then it is exchanged with
-    the new results in one atomic step and deleted afterwards. A failure (a full disk, a permission) leaves
+    ``marked`` is for a results folder a user chose (:func:`~litseg.runtime.api.write_results`): the new folder
+    carries litseg's :data:`MARKER`, and an existing non-empty ``out_dir`` is replaced only when it holds
+    litseg's results and ``overwrite`` is set (:func:`check_replaceable`). Without it (a folder a tool owns
+    whole, e.g. one case of a prepared data set) ``overwrite`` replaces whatever is there. The replacement is
+    one atomic exchange; the old folder is deleted afterwards. A failure (a full disk, a permission) leaves
     no trace: the temporary folder is removed and old results stay as they were.
     """
     out_dir = Path(out_dir)
-    check_replaceable(out_dir, overwrite)
+
+    def check() -> None:
+        if marked:
+            check_replaceable(out_dir, overwrite)
+        elif out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not overwrite)):
+            what = "is not a folder" if not out_dir.is_dir() else "already holds files"
+            raise _output_error("output path {path} {what}; choose another {out}", path=out_dir, what=what)
+
+    check()
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -253,10 +265,11 @@ def commit_folder(out_dir: str | os.PathLike[str], write: Callable[[Path], objec
         raise _output_error("cannot create the output folder next to {path}: {exc}", path=out_dir, exc=exc) from exc
     try:
         write(tmp)
-        write_marker(tmp)
+        if marked:
+            write_marker(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
         _fsync_tree(tmp)
-        check_replaceable(out_dir, overwrite)  # again: a file may have been put there while we wrote
+        check()  # again: a file may have been put there while we wrote
         if out_dir.exists() and _exchange(tmp, out_dir):
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old results
         elif out_dir.exists():  # no atomic exchange here: move the old results aside for a moment

@@ -148,7 +148,9 @@ class Worker:
         report["node"] = node
         report["seg_file"] = OUTPUT_FILES["seg"]
         if out_dir is not None:  # the same report in --out, node section included (replaced in one rename)
-            tmp = out_dir / f".{OUTPUT_FILES['json']}.tmp"
+            # written beside the results folder, not in it: a leftover after a crash must not make the folder
+            # look as if it held a file litseg did not write
+            tmp = out_dir.parent / f".{out_dir.name}.{OUTPUT_FILES['json']}.tmp-{os.getpid()}"
             tmp.write_text(json.dumps(strict_json(report), indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, out_dir / OUTPUT_FILES["json"])
         return seg_bytes, report
@@ -176,10 +178,14 @@ class Worker:
     ) -> None:
         message = str(exc)
         if late is not None and not late.merged:  # late instances segmented alone: say why they were alone
+            why = (
+                "which failed and kept no instances"
+                if late.earlier.state == "failed"
+                else f"whose instances were released after the late window of {self.config.late_window_seconds:.0f} s"
+            )
             message += (
                 f" ({late.late_instances} instance(s) of this series arrived after it was closed as job "
-                f"{late.earlier.job}, whose instances were already released after the late window of "
-                f"{self.config.late_window_seconds:.0f} s: resend the whole series)"
+                f"{late.earlier.job}, {why}: resend the whole series)"
             )
         error = {
             "type": type(exc).__name__,

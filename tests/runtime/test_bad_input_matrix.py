@@ -100,7 +100,7 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
                 target.mkdir()
                 (target / "keep.txt").write_text("earlier results")
             if kind in ("earlier", "earlier-plus"):  # a results folder litseg wrote before (its marker)
-                commit_folder(target, lambda t: (t / "report.json").write_text('{"litseg_version": "0"}'))
+                commit_folder(target, lambda t: (t / "report.json").write_text('{"litseg_version": "0"}'), marked=True)
                 if kind == "earlier-plus":
                     (target / "notes.txt").write_text("a reader's notes beside the results")
             if kind in ("file", "under-file"):

@@ -105,11 +105,11 @@ def test_inference_errors_map_to_device_or_model() -> None:
 
 def test_a_results_folder_carries_the_marker_naming_what_litseg_wrote(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    commit_folder(out, _writer("0"))
+    commit_folder(out, _writer("0"), marked=True)
     marker = json.loads((out / MARKER).read_text())
     assert marker == {"format": "litseg-results/1", "files": ["labels.bin", "report.json"]}
     assert foreign_entry(out) is None
-    commit_folder(out, _writer("1"), overwrite=True)  # litseg's own results: replaced
+    commit_folder(out, _writer("1"), overwrite=True, marked=True)  # litseg's own results: replaced
     assert (out / "report.json").read_text() == "1"
 
 
@@ -118,13 +118,13 @@ def test_overwrite_never_replaces_a_folder_holding_a_file_litseg_did_not_write(t
     foreign.mkdir()
     (foreign / "important.txt").write_text("keep")
     with pytest.raises(OutputError, match=r"litseg did not write \(important\.txt\)") as refused:
-        commit_folder(foreign, _writer("0"), overwrite=True)
+        commit_folder(foreign, _writer("0"), overwrite=True, marked=True)
     assert [p.name for p in foreign.iterdir()] == ["important.txt"]
     assert (foreign / "important.txt").read_text() == "keep"
     assert "overwrite=True" not in str(refused.value) and "--overwrite" not in refused.value.cli_message
     # a user's file put beside litseg's results makes the folder no longer litseg's alone
     mixed = tmp_path / "mixed"
-    commit_folder(mixed, _writer("0"))
+    commit_folder(mixed, _writer("0"), marked=True)
     (mixed / "notes.txt").write_text("a reader's notes")
     with pytest.raises(OutputError, match=r"\(notes\.txt\)"):
         check_output_location(mixed, [tmp_path / "in"], overwrite=True)
@@ -133,7 +133,18 @@ def test_overwrite_never_replaces_a_folder_holding_a_file_litseg_did_not_write(t
     (mixed / "notes.txt").unlink()
     (mixed / "mask").mkdir()
     with pytest.raises(OutputError, match=r"\(mask\)"):
-        commit_folder(mixed, _writer("1"), overwrite=True)
+        commit_folder(mixed, _writer("1"), overwrite=True, marked=True)
+
+
+def test_a_folder_a_tool_owns_whole_is_replaced_without_a_marker(tmp_path: Path) -> None:
+    """Unmarked (a prepared data set's case folder): ``overwrite`` replaces it, no marker is written."""
+    case = tmp_path / "case"
+    commit_folder(case, _writer("0"))
+    assert not (case / MARKER).exists()
+    with pytest.raises(OutputError, match="already holds files"):
+        commit_folder(case, _writer("1"))
+    commit_folder(case, _writer("1"), overwrite=True)
+    assert (case / "report.json").read_text() == "1"
 
 
 def test_results_of_a_litseg_without_markers_are_still_replaced(tmp_path: Path) -> None:
