@@ -22,6 +22,7 @@ from litseg.runtime.errors import EXIT_INTERRUPTED, EXIT_MODEL
 from tests.factories import SeriesGeometry, make_series, write_series
 
 SCRIPTS = Path(sys.executable).parent
+INTERRUPTED_IN_RUN = "litseg-run: interrupted; nothing was written"
 REPO = Path(__file__).resolve().parents[2]
 
 #: ``python -c`` prelude: ``stage`` (api.read_series, Model.predict, api.result_seg) prints a marker and waits.
@@ -79,14 +80,19 @@ def _wait_for_stage(proc: subprocess.Popen[str], stage: str) -> None:
 
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(series: Path, tmp_path: Path, tumor_model: Path) -> None:
     cmd = [str(SCRIPTS / "litseg-run"), str(series), "--model", str(tumor_model), "--out", str(tmp_path / "out")]
-    for delay_s in (0.3, 0.8):  # while numba, onnxruntime and highdicom are imported (2 s on 2 cores)
+    # while numba, onnxruntime and highdicom are imported (0.7-2 s on 2 cores, warm or cold page cache); on a
+    # fast machine the later delay may land in the run itself, which must answer with one line too
+    seen = set()
+    for delay_s in (0.25, 0.5):
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         time.sleep(delay_s)
         proc.send_signal(signal.SIGINT)
         code, lines = _finish(proc)
         assert code == EXIT_INTERRUPTED, lines
-        assert lines == ["litseg-run: interrupted"], lines
+        assert len(lines) == 1 and lines[0] in ("litseg-run: interrupted", INTERRUPTED_IN_RUN), lines
+        seen.add(lines[0])
         assert not (tmp_path / "out").exists()
+    assert "litseg-run: interrupted" in seen  # the launcher's guard, around the imports, answered at least once
 
 
 @pytest.mark.parametrize("stage", ["read", "inference", "write"])
@@ -106,7 +112,7 @@ def test_ctrl_c_while_reading_inferring_or_writing_is_one_line_and_exit_130(
     proc.send_signal(signal.SIGINT)
     code, lines = _finish(proc)
     assert code == EXIT_INTERRUPTED, lines
-    assert lines == ["litseg-run: interrupted; nothing was written"], lines
+    assert lines == [INTERRUPTED_IN_RUN], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]  # no output, no temporary folder
 
 
