@@ -118,7 +118,7 @@ def environment(check: Check) -> dict[str, Any]:
     except Exception as exc:
         facts["torch_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        import litseg.runtime  # noqa: F401  (the package __init__ pulls in pydicom, highdicom, nibabel)
+        import litseg.runtime.api  # noqa: F401  (the public API pulls in pydicom, highdicom, nibabel)
 
         facts["litseg_runtime"] = "importable"
     except Exception as exc:

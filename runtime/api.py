@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 
 from .dicom_images import SeriesIdentity, mask_datasets, write_datasets
@@ -184,7 +185,9 @@ class SegmentationResult:
             "generated_uids": dict(self.series.generated_uids),
             "input_notes": list(self.series.notes),
             "provider": self.provider,
+            # one definition everywhere: the liver includes its tumours (labels 1 and 2, the SEG's "Liver")
             "liver_volume_ml": round(m.liver_volume_ml, 2),
+            "parenchyma_volume_ml": round(m.parenchyma_volume_ml, 2),
             "tumor_count": m.tumor_count,
             "tumor_volume_ml": round(m.tumor_volume_ml, 3),
             "tumor_burden_percent": round(m.tumor_burden_percent, 3),
@@ -295,6 +298,15 @@ def segment(
     )
 
 
+def result_seg(result: SegmentationResult) -> hd.seg.Segmentation:
+    """The DICOM SEG of ``result`` (flagged ``CHECK:`` with its plausibility warnings; new UIDs each call)."""
+    if not isinstance(result.series, DicomSeries):
+        raise OutputError("a DICOM SEG needs a DICOM input to reference; this result comes from a NIfTI volume")
+    algorithm = AlgorithmInfo(result.model.name, result.model.version)
+    codes = result.plausibility.codes if result.plausibility is not None else ()
+    return build_seg(result.labels, result.series, result.model.spec.class_names, algorithm, codes)
+
+
 def release_pixels(result: SegmentationResult) -> SegmentationResult:
     """The same result without the series' HU: a zero-stride placeholder of the same shape and geometry.
 
@@ -318,6 +330,8 @@ def write_results(
 
     ``None`` writes :func:`default_formats` of the input. A NIfTI input's label map is written on the input
     file's own grid and affine; SEG and mask DICOM are refused for it (no source instances to reference).
+    ``overwrite=True`` replaces a folder of litseg's own results (it carries a ``.litseg`` marker naming the
+    files litseg wrote); a folder holding any other file is refused.
 
     Raises
     ------
@@ -325,7 +339,8 @@ def write_results(
         ``out_dir`` equals, contains or lies inside the folder of a source file; SEG or mask DICOM asked of a
         NIfTI input.
     OutputError
-        Unknown format, ``out_dir`` not writable, or holding files without ``overwrite``.
+        Unknown format, ``out_dir`` not writable, holding litseg's earlier results without ``overwrite``,
+        or holding anything litseg did not write (never replaced, even with ``overwrite``).
     InputError
         The source headers cannot be turned into a valid DICOM output.
     """
@@ -353,7 +368,7 @@ def write_results(
             if "seg" in formats:
                 assert isinstance(result.series, DicomSeries)  # check_formats refused it for NIfTI
                 with timer.stage("write_seg"):
-                    seg = build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
+                    seg = result_seg(result)
                     seg.save_as(tmp / OUTPUT_FILES["seg"])
             if compressing is not None:
                 compressing.result()
@@ -370,14 +385,15 @@ def write_results(
                 write_datasets(mask_datasets(result.labels, task, identity, result.labels.source_sop_uids), folder)
         if "overlay" in formats:
             with timer.stage("write_overlay"):
-                write_overlay(result.series.volume, result.labels, tmp / OUTPUT_FILES["overlay"])
+                warned = [w.message for w in result.plausibility.warnings] if result.plausibility else []
+                write_overlay(result.series.volume, result.labels, tmp / OUTPUT_FILES["overlay"], warned)
         if "json" in formats:
             report["timings_s"].update({k: round(v, 4) for k, v in timer.timings.items()})
             report["outputs"] = [OUTPUT_FILES[f] for f in formats]
             write_json(report, tmp / OUTPUT_FILES["json"])
 
     try:
-        commit_folder(out_dir, write_all, overwrite=overwrite)
+        commit_folder(out_dir, write_all, overwrite=overwrite, marked=True)
     except LitsegError:
         raise
     except OSError as exc:

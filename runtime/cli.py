@@ -44,11 +44,12 @@ exit codes:
   {errors.EXIT_OK}  success
   {errors.EXIT_USAGE}  usage error (bad flags; an --out that equals, contains or lies inside the input)
   {errors.EXIT_BAD_INPUT}  bad input series (not found, no CT series, several series, gaps, tilt, ...)
-  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs)
+  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, wrong outputs, a broken onnxruntime)
   {errors.EXIT_DEVICE}  requested device unusable (--device gpu without a usable CUDA GPU)
-  {errors.EXIT_OUTPUT}  results cannot be written (output folder not empty, permissions, disk full); checked
+  {errors.EXIT_OUTPUT}  results cannot be written (output folder holds files, permissions, disk full); checked
      before the series is read where possible
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
+  {errors.EXIT_INTERRUPTED} interrupted (Ctrl-C)
 """
 
 
@@ -125,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-thin", action="store_true", help="segment series of fewer than 3 slices (refused by default)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the litseg results in an existing --out folder (a folder holding anything "
+        "litseg did not write is never replaced)",
+    )
     parser.add_argument(
         "--warmup",
         action="store_true",
@@ -226,19 +232,19 @@ def _run(args: argparse.Namespace, config: RunConfig, formats: tuple[str, ...]) 
     try:
         # Before any work: an --out that could touch the input, or that cannot be written, stops here.
         check_formats(args.series, formats)  # SEG / mask DICOM of a NIfTI input: refused before any work
-        check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite if args.out else True)
+        check_output_location(args.out or DEFAULT_OUT_ROOT, [args.series], args.overwrite, root=args.out is None)
         result = segment(args.series, config, progress=_ProgressBar(not args.quiet and sys.stderr.isatty()))
         if "overlay" not in formats:  # only the overlay reads the HU again
             result = release_pixels(result)
         out_dir = args.out or DEFAULT_OUT_ROOT / output_name(result.series)
         paths = write_results(result, out_dir, formats, overwrite=args.overwrite)
     except errors.LitsegError as exc:
-        message = " ".join(str(exc).split())  # one line, even when a library's message spans several
+        message = " ".join(exc.cli_message.split())  # one line, even when a library's message spans several
         print(f"litseg-run: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("litseg-run: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return errors.EXIT_INTERRUPTED
     except Exception:  # a bug: say so, keep the traceback for the report, use the documented code
         logging.getLogger(__name__).exception("internal error")
         print("litseg-run: internal error (a bug); please report it with the traceback above", file=sys.stderr)

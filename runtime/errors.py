@@ -15,12 +15,22 @@ EXIT_OUTPUT = 6
 #: A console script of an optional part (training, export) runs without that extra installed.
 EXIT_MISSING_EXTRA = 7
 EXIT_INTERNAL = 70
+#: Interrupted (Ctrl-C, SIGINT): 128 + 2, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class LitsegError(Exception):
-    """Base of every error litseg raises on purpose."""
+    """Base of every error litseg raises on purpose.
+
+    ``cli_message`` is the same message in the words of the command line where the fix is a flag (an API
+    caller reads ``overwrite=True`` and ``out_dir``, a ``litseg-run`` user ``--overwrite`` and ``--out``).
+    """
 
     exit_code: int = EXIT_INTERNAL
+
+    def __init__(self, message: str = "", cli_message: str | None = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message if cli_message is not None else message
 
 
 class UsageError(LitsegError):

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from .errors import DeviceError, ModelError
 from .kernels import worker_threads
+from .onnxruntime_check import onnxruntime as ort
 from .spec import SPEC_METADATA_KEY, PreprocessSpec
 
 log = logging.getLogger(__name__)

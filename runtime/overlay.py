@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from .banner import with_banner
 from .geometry import canonical_reorientation
 from .volume import Volume
 
@@ -67,5 +69,10 @@ def overlay_rgb(
     return np.concatenate(tiles, axis=1)
 
 
-def write_overlay(hu: Volume, labels: Volume, path: Path) -> None:
-    path.write_bytes(encode_png(overlay_rgb(hu, labels)))
+def write_overlay(hu: Volume, labels: Volume, path: Path, warnings: Sequence[str] = ()) -> None:
+    """Write the quick look; with plausibility ``warnings`` (sentences) a red ``CHECK:`` banner tops it, so
+    an implausible liver (a head CT's "liver" inside the skull) is never shown without its warning."""
+    rgb = overlay_rgb(hu, labels)
+    if warnings:
+        rgb = with_banner(rgb, [f"CHECK: {w}" for w in warnings])
+    path.write_bytes(encode_png(rgb))

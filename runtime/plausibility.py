@@ -162,6 +162,16 @@ def _round(value: float, digits: int = 1) -> float:
     return round(value, digits)
 
 
+def shown(value: float, limit: float) -> str:
+    """``value`` with the fewest decimals (0 to 3) that keep it on its side of ``limit`` once printed, so a
+    warning never reads "10 mm ... expected at least 10 mm" for 9.8 mm (or "600 mL is outside 600-3500")."""
+    for digits in range(4):
+        printed = round(value, digits)
+        if (printed - limit) * (value - limit) > 0 or value == limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.3f}"
+
+
 def _liver(labels: Volume) -> _Liver | None:
     """Volume on the full grid; centroid, extent and truncation on every other row and column."""
     voxels = int(np.count_nonzero(labels.array))
@@ -206,7 +216,8 @@ def _volume_warnings(liver: _Liver) -> list[PlausibilityWarning]:
     if lo <= liver.volume_ml <= hi:
         return []
     cut = " (the scan range cuts the liver)" if liver.truncated else ""
-    message = f"liver volume {liver.volume_ml:.0f} mL is outside {lo:.0f}-{hi:.0f} mL{cut}"
+    limit = lo if liver.volume_ml < lo else hi
+    message = f"liver volume {shown(liver.volume_ml, limit)} mL is outside {lo:.0f}-{hi:.0f} mL{cut}"
     return [PlausibilityWarning("liver_volume_out_of_range", message)]
 
 
@@ -223,12 +234,20 @@ def _side_warnings(liver: _Liver, slices: BodySlices, checks: dict[str, object])
     checks["liver_offset_left_mm"] = _round(offset)
     if offset <= -MIN_RIGHT_OFFSET_MM:
         return []
-    where = f"{offset:.0f} mm to the patient's left of" if offset > 0 else f"only {-offset:.0f} mm right of"
-    message = (
+    return [PlausibilityWarning("liver_not_right", side_message(offset))]
+
+
+def side_message(offset_left_mm: float) -> str:
+    """The ``liver_not_right`` sentence for a liver centre ``offset_left_mm`` to the patient's left of the
+    body's midline (negative: to the right, but less than :data:`MIN_RIGHT_OFFSET_MM`)."""
+    if offset_left_mm > 0:
+        where = f"{shown(offset_left_mm, 0.0)} mm to the patient's left of"
+    else:
+        where = f"only {shown(-offset_left_mm, MIN_RIGHT_OFFSET_MM)} mm right of"
+    return (
         f"the liver's centre lies {where} the body's midline "
         f"(expected at least {MIN_RIGHT_OFFSET_MM:.0f} mm to the patient's right)"
     )
-    return [PlausibilityWarning("liver_not_right", message)]
 
 
 def _height_warnings(liver: _Liver, slices: BodySlices, checks: dict[str, object]) -> list[PlausibilityWarning]:
@@ -245,14 +264,15 @@ def _height_warnings(liver: _Liver, slices: BodySlices, checks: dict[str, object
     checks["liver_fraction_in_chest_slices"] = _round(chest_fraction, 3)
     reasons = []
     if chest_fraction > MAX_CHEST_FRACTION:
-        reasons.append(f"{100 * chest_fraction:.0f} % of it lies in slices of the chest")
+        reasons.append(f"{shown(100 * chest_fraction, 100 * MAX_CHEST_FRACTION)} % of it lies in slices of the chest")
     if lung_base is not None and centre_z < lung_base - MAX_BELOW_LUNG_BASE_MM:
-        reasons.append(f"its centre lies {lung_base - centre_z:.0f} mm below the lung bases")
+        below = shown(lung_base - centre_z, MAX_BELOW_LUNG_BASE_MM)
+        reasons.append(f"its centre lies {below} mm below the lung bases")
     body_top = float(slices.z_mm[slices.kind != ""].max())
     if lung_base is None and body_top - liver_top > MAX_TOP_GAP_MM:
         reasons.append(
-            f"its top lies {body_top - liver_top:.0f} mm below the top of a scan that shows no lungs "
-            "(a liver reaches up to the diaphragm)"
+            f"its top lies {shown(body_top - liver_top, MAX_TOP_GAP_MM)} mm below the top of a scan that shows "
+            "no lungs (a liver reaches up to the diaphragm)"
         )
     if top is not None and bottom is not None and top - bottom >= MIN_ABDOMEN_FOR_HALF_MM:
         checks["abdomen_z_range_mm"] = [_round(bottom), _round(top)]

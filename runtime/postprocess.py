@@ -93,16 +93,25 @@ def _spacing_yx(labels: Volume) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Measurements:
-    """Volumes in millilitres, computed on the native grid."""
+    """Volumes in millilitres, computed on the native grid.
 
-    liver_volume_ml: float
+    The liver is the whole organ, tumours included (label 1 or 2), as in the SEG's "Liver" segment and the
+    plausibility checks; the parenchyma is the liver without its tumours (label 1).
+    """
+
+    parenchyma_volume_ml: float
     tumor_count: int
     tumor_volume_ml: float
 
     @property
+    def liver_volume_ml(self) -> float:
+        """The whole liver: parenchyma plus tumours."""
+        return self.parenchyma_volume_ml + self.tumor_volume_ml
+
+    @property
     def tumor_burden_percent(self) -> float:
-        """Tumor volume as a percentage of the whole liver (liver parenchyma plus tumor)."""
-        total = self.liver_volume_ml + self.tumor_volume_ml
+        """Tumor volume as a percentage of the whole liver."""
+        total = self.liver_volume_ml
         return 100.0 * self.tumor_volume_ml / total if total > 0 else 0.0
 
 
@@ -158,7 +167,7 @@ def postprocess_labels(
 
 
 def measure(labels: Volume) -> Measurements:
-    """Liver volume (parenchyma, without tumor), number of tumors (6-connected) and tumor volume.
+    """Parenchyma volume (liver without tumour), number of tumors (6-connected) and tumor volume.
 
     Counted inside the labels' bounding box, with two slices of component labels (not a volume of int32).
     """
@@ -170,7 +179,7 @@ def measure(labels: Volume) -> Measurements:
     inner = array[box]
     tumor_count = kernels.find_components(np.asarray(inner, dtype=np.uint8), (TUMOR, TUMOR), TUMOR).count
     return Measurements(
-        liver_volume_ml=float(np.count_nonzero(inner == LIVER) * voxel_ml),
+        parenchyma_volume_ml=float(np.count_nonzero(inner == LIVER) * voxel_ml),
         tumor_count=tumor_count,
         tumor_volume_ml=float(np.count_nonzero(inner == TUMOR) * voxel_ml),
     )

@@ -24,11 +24,9 @@ import dataclasses
 import highdicom as hd
 
 from . import kernels
-from .api import ProgressCallback, RunConfig, SegmentationResult, default_model_path, segment
-from .errors import OutputError
+from .api import ProgressCallback, RunConfig, SegmentationResult, default_model_path, result_seg, segment
 from .model import Model
 from .series import DicomSeries, SeriesSource
-from .write import AlgorithmInfo, build_seg
 
 
 class Segmenter:
@@ -101,7 +99,4 @@ class Segmenter:
 
     def seg_dataset(self, result: SegmentationResult) -> hd.seg.Segmentation:
         """The DICOM SEG of ``result``, in memory (referencing every source instance; new UIDs each call)."""
-        if not isinstance(result.series, DicomSeries):
-            raise OutputError("a DICOM SEG needs a DICOM input to reference; this result comes from a NIfTI volume")
-        algorithm = AlgorithmInfo(result.model.name, result.model.version)
-        return build_seg(result.labels, result.series, result.model.spec.class_names, algorithm)
+        return result_seg(result)

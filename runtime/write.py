@@ -1,5 +1,11 @@
 """Building the DICOM SEG (highdicom) and writing the JSON report (strict JSON: no NaN).
 
+The SEG's segments overlap, as DICOM allows for BINARY segmentations: segment 1 "Liver" is the whole
+liver, tumours included (label 1 or 2), segment 2 "Liver tumor" the tumours (label 2). A viewer that
+measures the "Liver" segment gets the report's ``liver_volume_ml``. Its SeriesDescription and
+ContentDescription say that it is an automatic research result and, when the plausibility checks raised
+warnings, begin with ``CHECK:`` and the warning codes (see :func:`seg_descriptions`).
+
 The folder they go into is made atomic by :mod:`~litseg.runtime.output_folder`.
 """
 
@@ -17,6 +23,7 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
+import numpy.typing as npt
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -26,6 +33,12 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 SOFTWARE_NAME = "litseg"
+#: The flag that starts the descriptions of a SEG whose liver failed a plausibility check.
+CHECK_FLAG = "CHECK:"
+#: DICOM LO (SeriesDescription, ContentDescription): at most 64 characters.
+LO_MAX = 64
+#: Label values each segment covers, by class name: the liver includes its tumours.
+SEGMENT_LABELS: dict[str, tuple[int, ...]] = {"liver": (1, 2), "tumor": (2,)}
 
 
 @dataclass(frozen=True)
@@ -98,13 +111,60 @@ class AlgorithmInfo:
     version: str
 
 
-def build_seg(
-    labels: Volume, series: DicomSeries, class_names: tuple[str, ...], algorithm: AlgorithmInfo
-) -> hd.seg.Segmentation:
-    """A DICOM Segmentation (binary) of ``labels`` referencing every instance of ``series``.
+def _fit(head: str, words: Sequence[str], limit: int = LO_MAX) -> str:
+    """``head`` followed by as many of ``words`` as fit in ``limit`` characters, then ``+N`` for the rest."""
+    for keep in range(len(words), -1, -1):
+        rest = len(words) - keep
+        text = " ".join([head, *words[:keep], *([f"+{rest}"] if rest else [])]).strip()
+        if len(text) <= limit:
+            return text
+    return head[:limit]
 
-    Label value ``n`` becomes segment number ``n`` named after ``class_names[n]``; frames are aligned
-    one-to-one with the source slices (``labels`` must be on the series' own grid).
+
+def seg_descriptions(algorithm: AlgorithmInfo, warning_codes: Sequence[str] = ()) -> tuple[str, str]:
+    """(SeriesDescription, ContentDescription) of a SEG, each at most 64 characters (DICOM LO).
+
+    Every SEG says that it is an automatic research result. With plausibility warnings both begin with
+    :data:`CHECK_FLAG` and name the warning codes, each without its ``liver_`` prefix so that the three of a
+    head CT fit (``volume_out_of_range`` is ``liver_volume_out_of_range``); codes that do not fit become
+    ``+N`` (the report lists them all).
+    """
+    if not warning_codes:
+        series = _fit(f"litseg {algorithm.name}: automatic research result", [])
+        content = f"automatic research result of {algorithm.name} {algorithm.version}"[:LO_MAX]
+        return series, content
+    short = [code.removeprefix("liver_") for code in warning_codes]
+    return _fit(CHECK_FLAG, short), _fit(f"{CHECK_FLAG} automatic research result:", short)
+
+
+def segment_masks(labels: npt.NDArray[np.uint8], class_names: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """The stacked binary segments ``(z, y, x, segments)`` of a label map: segment ``k`` (1-based) is class
+    ``class_names[k]`` and covers the label values of :data:`SEGMENT_LABELS` (the liver includes tumours)."""
+    names = class_names[1:]
+    # One contiguous volume per segment, the segment axis last only as a view: highdicom sums over it (its
+    # overlap check) and slices single segments from it, both 5-6x faster on whole planes than on an
+    # interleaved last axis (0.47 s of 0.74 s for 100 slices of 512 x 512 interleaved).
+    masks = np.empty((len(names), *labels.shape), dtype=np.bool_)
+    for k, name in enumerate(names):
+        lookup = np.zeros(256, dtype=np.bool_)  # label value -> in this segment (a table: 5x faster than isin)
+        lookup[list(SEGMENT_LABELS.get(name, (k + 1,)))] = True
+        np.take(lookup, labels, out=masks[k])
+    return np.moveaxis(masks, 0, -1)
+
+
+def build_seg(
+    labels: Volume,
+    series: DicomSeries,
+    class_names: tuple[str, ...],
+    algorithm: AlgorithmInfo,
+    warning_codes: Sequence[str] = (),
+) -> hd.seg.Segmentation:
+    """A DICOM Segmentation (binary, overlapping segments) of ``labels`` referencing every instance of ``series``.
+
+    Segment ``n`` is named after ``class_names[n]`` and covers the labels :func:`segment_masks` gives it
+    (segment 1 "Liver": labels 1 and 2; segment 2 "Liver tumor": label 2); frames are aligned one-to-one
+    with the source slices (``labels`` must be on the series' own grid). ``warning_codes`` (the plausibility
+    warnings) flag its descriptions (:func:`seg_descriptions`).
     """
     if labels.shape_zyx != series.volume.shape_zyx or not np.allclose(
         labels.affine_lps, series.volume.affine_lps, atol=1e-4
@@ -131,9 +191,10 @@ def build_seg(
             )
         )
     source = series.headers
+    series_description, content_description = seg_descriptions(algorithm, warning_codes)
     return hd.seg.Segmentation(
         source_images=list(source),
-        pixel_array=np.asarray(labels.array, dtype=np.uint8),
+        pixel_array=segment_masks(np.asarray(labels.array, dtype=np.uint8), class_names),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
@@ -145,8 +206,8 @@ def build_seg(
         software_versions=algorithm.version,
         device_serial_number="0",
         content_label="LITSEG",
-        content_description=f"{algorithm.name} {algorithm.version} automatic liver segmentation"[:64],
-        series_description=f"litseg {algorithm.name}"[:64],
+        content_description=content_description,
+        series_description=series_description,
     )
 
 

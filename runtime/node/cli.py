@@ -16,12 +16,14 @@ from .. import errors
 from ..model import DEVICES
 from ..pages import prefer_small_pages
 from .config import Destination, NodeConfig
+from .late import LATE_MODES
 from .server import Node
 from .status import main_status
 
 EPILOG = f"""\
 spool layout: incoming/<StudyUID>/<SeriesUID>/ (receiving), queue/ (complete series), outbox/ (results
-awaiting the peer's acknowledgement), done/, failed/ (series that could not be segmented, with error.json).
+awaiting the peer's acknowledgement), done/, held/ (implausible results with --hold-implausible; move one
+to outbox/ to send it), failed/ (series that could not be segmented, with error.json).
 The node can be killed at any moment: a restart resumes from the spool.
 
 C-STORE statuses: 0x0000 stored; 0x0122 SOP class not supported (only CT Image Storage is segmented);
@@ -30,10 +32,11 @@ C-STORE statuses: 0x0000 stored; 0x0122 SOP class not supported (only CT Image S
 exit codes:
   {errors.EXIT_OK}  stopped cleanly (SIGTERM or Ctrl-C), or --status printed
   {errors.EXIT_USAGE}  usage error (bad flags, port in use)
-  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata)
+  {errors.EXIT_MODEL}  model problem (missing file, missing litseg metadata, a broken onnxruntime install)
   {errors.EXIT_DEVICE}  requested device unusable
   {errors.EXIT_OUTPUT}  spool not writable or in use by another node
   {errors.EXIT_INTERNAL} unexpected internal error (please report it)
+  {errors.EXIT_INTERRUPTED} interrupted (Ctrl-C) while starting, before the node listened
 """
 
 
@@ -78,6 +81,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-initial-seconds", type=float, default=d["retry_initial_seconds"].default)
     p.add_argument("--retry-max-seconds", type=float, default=d["retry_max_seconds"].default)
     p.add_argument("--log-phi", action="store_true", help="allow patient ID and accession number in the log")
+    p.add_argument(
+        "--keep-done", type=int, default=d["keep_done"].default, help="finished series kept in done/ (default: 1000)"
+    )
+    p.add_argument(
+        "--keep-done-days",
+        type=float,
+        default=d["keep_done_days"].default,
+        help="remove done/ entries older than this; 0 keeps them by count only (default: %(default)s)",
+    )
+    p.add_argument(
+        "--late-instances",
+        choices=LATE_MODES,
+        default=d["late_instances"].default,
+        help="instances arriving after their series was closed: segment the series again with every instance "
+        "(a new SEG replaces the earlier one) or drop them with a log line (default: %(default)s)",
+    )
+    p.add_argument(
+        "--late-window-seconds",
+        type=float,
+        default=d["late_window_seconds"].default,
+        help="how long a finished series keeps its instances for late ones (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hold-implausible",
+        action="store_true",
+        help="keep results with an implausible liver in held/ instead of forwarding them (default: forward them, "
+        "flagged CHECK: in their descriptions)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug log (pynetdicom's too)")
     return p
 
@@ -102,6 +133,11 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         retry_initial_seconds=args.retry_initial_seconds,
         retry_max_seconds=args.retry_max_seconds,
         log_phi=args.log_phi,
+        keep_done=args.keep_done,
+        keep_done_days=args.keep_done_days,
+        late_instances=args.late_instances,
+        late_window_seconds=args.late_window_seconds,
+        hold_implausible=args.hold_implausible,
     )
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import DEVICES
+from .late import LATE_MODES
+from .retention import KEEP_DONE
 
 #: Application Entity titles: 1-16 characters of the default repertoire, no backslash or control
 #: characters (PS3.5 6.2, VR AE); leading/trailing spaces are not significant, so they are refused here.
@@ -90,6 +92,18 @@ class NodeConfig:
         ``retry_max_seconds``; delivery is retried until the peer acknowledges it.
     log_phi
         Allow patient identifiers (patient ID, accession number) in the log.
+    keep_done, keep_done_days
+        ``done/`` keeps the summaries of at most ``keep_done`` finished series, none older than
+        ``keep_done_days`` (0: no age limit); older ones are removed.
+    late_instances
+        What to do with instances of a series that arrive after it was closed: ``resegment`` segments the
+        series again with every instance (a new SEG replacing the earlier one), ``drop`` drops them with a
+        log line.
+    late_window_seconds
+        How long a finished series keeps its instances so that late ones can join them (``resegment``).
+    hold_implausible
+        Keep a result whose liver is implausible (``liver_plausible`` false) in ``held/`` instead of
+        forwarding it; by default it is forwarded, flagged ``CHECK:`` in its descriptions.
     """
 
     spool: Path
@@ -110,6 +124,11 @@ class NodeConfig:
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     log_phi: bool = False
+    keep_done: int = KEEP_DONE
+    keep_done_days: float = 30.0
+    late_instances: str = "resegment"
+    late_window_seconds: float = 600.0
+    hold_implausible: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spool", Path(self.spool))
@@ -144,6 +163,20 @@ class NodeConfig:
                 "retry seconds must satisfy 0 < retry_initial_seconds <= retry_max_seconds <= 86400; got "
                 f"{self.retry_initial_seconds} and {self.retry_max_seconds}"
             )
+
+        if not 1 <= self.keep_done <= 10_000_000:
+            raise ValueError(f"keep_done must be 1 to 10000000 series; got {self.keep_done}")
+        if not self.keep_done_days >= 0:
+            raise ValueError(f"keep_done_days must be >= 0 (0 = no age limit); got {self.keep_done_days}")
+        if self.late_instances not in LATE_MODES:
+            raise ValueError(f"late_instances must be one of {LATE_MODES}; got {self.late_instances!r}")
+        if not 0 <= self.late_window_seconds <= 7 * 86400:
+            raise ValueError(f"late_window_seconds must be 0 to 604800 s; got {self.late_window_seconds}")
+
+    @property
+    def retain_instances_s(self) -> float:
+        """How long a finished series keeps its instances (only ``resegment`` needs them)."""
+        return self.late_window_seconds if self.late_instances == "resegment" else 0.0
 
     @property
     def max_spool_bytes(self) -> int:

@@ -137,8 +137,10 @@ class Forwarder:
         report.setdefault("timings_s", {})["send"] = round(seconds, 4)
         forward = {"destination": str(self.destination), "status": f"0x{status:04X}", "attempts": attempts}
         summary = make_summary(job, report, state="done", forward=forward)
-        self.spool.delivered(job, summary)
         self._attempts.pop(job, None)
         self._due.pop(job, None)
+        if not self.spool.delivered(job, summary):  # superseded by a re-segmentation while it was being sent
+            log.warning("SEG of job %s was delivered while a re-segmentation superseded it", job)
+            return True
         log.info(format_series_line(summary))
         return True

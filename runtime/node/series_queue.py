@@ -2,9 +2,10 @@
 
 DICOM has no "end of series" message, so a series counts as complete after ``idle_seconds`` without a
 new instance of it (as MONAI Deploy's gateway and Orthanc's stable-series rule do). Instances of a series
-that arrive after it was closed start a new job for that series. The queue is the spool's ``queue/``
-folder itself, so it survives a crash; this class only hands each job to one worker at a time and keeps
-at most ``max_queue`` jobs waiting (further complete series wait in ``incoming/``: back-pressure, nothing
+that arrive after it was closed start a new job for that series, handled by :mod:`~litseg.runtime.node.late`
+after the earlier job (jobs of one series are handed out one at a time, oldest first). The queue is the
+spool's ``queue/`` folder itself, so it survives a crash; this class only hands each job to one worker at a
+time and keeps at most ``max_queue`` jobs waiting (further complete series wait in ``incoming/``: back-pressure, nothing
 is dropped).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .late import queued_earlier
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -58,11 +60,12 @@ class SeriesQueue:
         return new
 
     def run_collector(self, stop: threading.Event) -> None:
-        """Thread body: collect until ``stop`` is set."""
+        """Thread body: collect (and sweep finished jobs) until ``stop`` is set."""
         interval = min(0.25, self.idle_seconds / 4)
         while not stop.wait(interval):
             try:
                 self.collect()
+                self.spool.retention.sweep()
             except Exception:  # never let the collector die: the next round tries again
                 log.exception("series collector error")
 
@@ -72,8 +75,10 @@ class SeriesQueue:
             for _ in range(2):
                 if self._closed:
                     return None
-                for job in self.spool.jobs("queue"):
-                    if job not in self._claimed:
+                queued = self.spool.jobs("queue")
+                for job in queued:
+                    # one job of a series at a time, oldest first: a late job waits for its predecessor
+                    if job not in self._claimed and not queued_earlier(queued, job):
                         self._claimed.add(job)
                         return job
                 self._cond.wait(timeout)

@@ -41,7 +41,13 @@ class Node:
 
     def __init__(self, config: NodeConfig, segmenter: Segmenter | None = None) -> None:
         self.config = config
-        self.spool = Spool(config.spool, config.max_spool_bytes)
+        self.spool = Spool(
+            config.spool,
+            config.max_spool_bytes,
+            retain_instances_s=config.retain_instances_s,
+            keep_done=config.keep_done,
+            keep_done_s=config.keep_done_days * 86400,
+        )
         self.queue = SeriesQueue(self.spool, config.idle_seconds, config.max_queue)
         self._segmenter = segmenter
         self._stop_receiving = threading.Event()

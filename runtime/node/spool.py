@@ -8,13 +8,20 @@ Layout (each state is a folder; a series moves between states by one ``os.replac
     <spool>/queue/<job>/instances/<SOPInstanceUID>.dcm              complete series waiting for a worker
     <spool>/queue/<job>/segmentation.dcm + report.json              its result (report.json written last)
     <spool>/outbox/<job>/segmentation.dcm + report.json             results awaiting the peer's acknowledgement
-    <spool>/done/<job>/summary.json                                 finished series (instances removed)
+    <spool>/done/<job>/summary.json                                 finished series
+    <spool>/held/<job>/segmentation.dcm + summary.json              implausible results held back from the
+                                                                    peer (``--hold-implausible``)
     <spool>/failed/<job>/instances/... + error.json                 series that could not be segmented
                                                                     (a queue/ job with error.json is failing)
 
-A series some of whose instances were refused because the spool was full carries a ``.refused`` marker:
-it is incomplete, so it is not segmented (that would give a SEG of part of a series); it moves to
-``failed/`` with the reason and its instances are dropped to free the space.
+A finished job keeps its instances for the node's late-instance window so that a late instance of its
+series can be segmented together with them (:mod:`~litseg.runtime.node.late`); how long, and how many
+``done/`` entries stay, is :mod:`~litseg.runtime.node.retention`'s job (``Spool.retention``).
+
+An instance refused because the spool was full (0xA700) is recorded by its SOP Instance UID in the series
+folder's ``.refused-sop-uids`` and struck off when the sender retries it and it is stored. A series closed
+with an instance that was refused and never arrived is incomplete, so it is not segmented (that would give
+a SEG of part of a series); it moves to ``failed/`` with the reason and its instances are dropped.
 
 ``<job>`` is ``<closing time in ns, 20 digits>-<SeriesInstanceUID>``, so names sort in arrival order.
 Every file is written to ``tmp/``, flushed with ``fsync`` and renamed into place: a reader never sees
@@ -40,23 +47,25 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from .retention import FINISHED_STATES as FINISHED_STATES  # re-exported: the spool's layout names
+from .retention import INSTANCES as INSTANCES
+from .retention import KEEP_DONE, Retention
+from .retention import REPORT_FILE as REPORT_FILE
 
 log = logging.getLogger(__name__)
 
-STATES = ("tmp", "incoming", "queue", "outbox", "done", "failed")
+STATES = ("tmp", "incoming", "queue", "outbox", "done", "held", "failed")
 SEG_FILE = "segmentation.dcm"
-REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.json"
-INSTANCES = "instances"
 #: Prefix of a job folder being built in queue/ (invisible to workers until renamed).
 STAGING = ".staging-"
-#: In a series folder: how many of its instances were refused because the spool was full.
-REFUSED_FILE = ".refused"
+#: In a series folder: the SOP Instance UIDs refused because the spool was full and not received since.
+REFUSED_FILE = ".refused-sop-uids"
+#: What an older litseg wrote instead: only a count (then the refused instances cannot be told apart).
+LEGACY_REFUSED_FILE = ".refused"
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters; also what makes it a safe file name.
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-#: Finished series whose summaries are kept for ``--status``.
-KEEP_DONE = 1000
 
 
 class SpoolFullError(Exception):
@@ -101,11 +110,23 @@ class Spool:
         Spool folder (created if absent).
     max_bytes
         Size limit of everything in the spool; 0 = none.
+    retain_instances_s
+        Seconds a finished job keeps its instances (for late instances of its series); 0 drops them at once.
+    keep_done, keep_done_s
+        ``done/`` keeps at most ``keep_done`` jobs, none older than ``keep_done_s`` seconds (0: no age limit).
     """
 
-    def __init__(self, root: Path, max_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int = 0,
+        retain_instances_s: float = 0.0,
+        keep_done: int = KEEP_DONE,
+        keep_done_s: float = 0.0,
+    ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.retention = Retention(self, retain_instances_s, keep_done, keep_done_s)
         self._lock = threading.RLock()
         self._last_seen: dict[SeriesKey, float] = {}
         self._used = 0
@@ -132,16 +153,15 @@ class Spool:
             for job in self._jobs("queue"):
                 if (job / ERROR_FILE).is_file():  # crash while failing a job: the decision stands
                     os.replace(job, self.root / "failed" / job.name)
-            for state in ("outbox", "done"):
-                for job in self._jobs(state):
-                    _remove(job / INSTANCES)  # crash between finishing a job and dropping its instances
             for job in self._jobs("done"):
-                _remove(job / SEG_FILE)
+                _remove(job / SEG_FILE)  # crash between delivering a SEG and dropping it
             now = time.monotonic()
             for study in (self.root / "incoming").iterdir():
                 for series in study.iterdir() if study.is_dir() else ():
                     self._last_seen[SeriesKey(study.name, series.name)] = now  # idle clock restarts now
             self._used = _tree_bytes(self.root)
+        self.retention.sweep(force=True)  # instances past the late window, done/ beyond its bounds
+        with self._lock:
             counts = {state: len(self._jobs(state)) for state in ("queue", "outbox", "done", "failed")}
             counts["incoming"] = len(self._last_seen)
         return counts
@@ -166,9 +186,14 @@ class Spool:
         for name, uid in (("StudyInstanceUID", key.study_uid), ("SeriesInstanceUID", key.series_uid), ("SOP", sop_uid)):
             if not is_uid(uid):
                 raise ValueError(f"{name} {uid!r} is not a valid DICOM UID")
+        folder = self.root / "incoming" / key.study_uid / key.series_uid
+        path = folder / f"{sop_uid}.dcm"
         with self._lock:
-            if self.max_bytes and self._used + len(data) > self.max_bytes:
-                self._mark_refused(key)
+            resent = path.stat().st_size if path.exists() else 0  # a resent instance replaces itself
+            if self.max_bytes and self._used + len(data) - resent > self.max_bytes:
+                self.retention.make_room(self._used + len(data) - resent - self.max_bytes)
+            if self.max_bytes and self._used + len(data) - resent > self.max_bytes:
+                self._mark_refused(key, sop_uid)
                 raise SpoolFullError(
                     f"spool holds {self._used / 2**20:.1f} MiB of {self.max_bytes / 2**20:.1f} MiB; "
                     f"an instance of {len(data) / 2**20:.2f} MiB does not fit"
@@ -181,8 +206,6 @@ class Spool:
                 self._used -= len(data)
             raise
         with self._lock:
-            folder = self.root / "incoming" / key.study_uid / key.series_uid
-            path = folder / f"{sop_uid}.dcm"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 replaced = path.stat().st_size if path.exists() else 0  # the sender resent an instance
@@ -193,32 +216,57 @@ class Spool:
                 raise
             self._used -= replaced
             self._last_seen[key] = time.monotonic()
+            self._strike_refused(folder, sop_uid)
         # The rename is what makes the instance durable across a power cut; the collector may already
         # have moved the folder on (then its own fsync of queue/ covers it).
         with contextlib.suppress(FileNotFoundError):
             _fsync_dir(folder)
         return path
 
-    def _mark_refused(self, key: SeriesKey) -> None:
-        """Count a refused instance in the series folder (caller holds the lock); the series still closes
-        after its idle time, so the refusal is recorded in ``failed/`` rather than forgotten."""
+    def _mark_refused(self, key: SeriesKey, sop_uid: str) -> None:
+        """Record a refused instance by its SOP Instance UID in the series folder (caller holds the lock). A
+        sender retries after 0xA700 (and its retries keep the series open); an instance that never arrives
+        makes the series incomplete, which is recorded in ``failed/`` rather than forgotten."""
         folder = self.root / "incoming" / key.study_uid / key.series_uid
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            marker = folder / REFUSED_FILE
-            count = int(marker.read_text() or 0) if marker.exists() else 0
-            marker.write_text(str(count + 1))
-        except (OSError, ValueError) as exc:
+            uids = _read_uids(folder / REFUSED_FILE)
+            if sop_uid not in uids:
+                self._write_small(folder / REFUSED_FILE, "".join(f"{u}\n" for u in sorted({*uids, sop_uid})))
+        except OSError as exc:
             log.error("cannot record a refused instance of series %s: %s", key.series_uid, exc)
             return
         self._last_seen[key] = time.monotonic()
 
-    def refused(self, job: str) -> int:
-        """Instances of a queued job's series that were refused for lack of space (0 when none)."""
+    def _strike_refused(self, folder: Path, sop_uid: str) -> None:
+        """A refused instance arrived after all: strike it off (caller holds the lock)."""
+        marker = folder / REFUSED_FILE
+        if not marker.exists():
+            return
+        uids = _read_uids(marker) - {sop_uid}
         try:
-            return int((self.root / "queue" / job / INSTANCES / REFUSED_FILE).read_text() or 0)
+            if uids:
+                self._write_small(marker, "".join(f"{u}\n" for u in sorted(uids)))
+            else:
+                marker.unlink()
+        except OSError as exc:
+            log.error("cannot record the arrival of refused instance %s: %s", sop_uid, exc)
+
+    def _write_small(self, path: Path, text: str) -> None:
+        """Replace a small bookkeeping file atomically (not counted against the limit: it is bytes)."""
+        tmp = self._write_tmp(text.encode("ascii"))
+        os.replace(tmp, path)
+
+    def refused(self, job: str) -> list[str]:
+        """SOP Instance UIDs of a queued job's series that were refused for lack of space and never arrived
+        (an older node's bare count gives ``"?"`` entries)."""
+        instances = self.root / "queue" / job / INSTANCES
+        missing = sorted(u for u in _read_uids(instances / REFUSED_FILE) if not (instances / f"{u}.dcm").exists())
+        try:
+            legacy = int((instances / LEGACY_REFUSED_FILE).read_text() or 0)
         except (OSError, ValueError):
-            return 0
+            legacy = 0
+        return missing + ["?"] * legacy
 
     def _write_tmp(self, data: bytes) -> Path:
         fd, name = tempfile.mkstemp(dir=self.root / "tmp", suffix=".part")
@@ -296,16 +344,22 @@ class Spool:
         self.write_file(folder / SEG_FILE, seg)
         self.write_json(folder / REPORT_FILE, report)
 
-    def finish(self, job: str, deliver: bool, summary: Mapping[str, Any] | None = None) -> None:
-        """Move a job with its result to ``outbox/`` (to deliver) or ``done/``, then drop its instances."""
+    def finish(self, job: str, state: str, summary: Mapping[str, Any] | None = None) -> None:
+        """Move a job with its result to ``outbox/`` (to deliver), ``done/`` or ``held/``; its instances go
+        with it for the late-instance window (or are dropped at once without one)."""
+        if state not in FINISHED_STATES:
+            raise ValueError(f"a finished job goes to one of {FINISHED_STATES}; got {state!r}")
         src = self.root / "queue" / job
-        if not deliver:
+        if state != "outbox":
             self.write_json(src / SUMMARY_FILE, summary or {})
-        dst = self.root / ("outbox" if deliver else "done") / job
+        dst = self.root / state / job
         with self._lock:
+            if state == "done":
+                self.retention.prune_done(self.retention.keep_done - 1)  # room first: never above keep_done
             os.replace(src, dst)
-        self._drop(dst / INSTANCES)
-        if not deliver:
+        if self.retention.retain_instances_s <= 0:
+            self._drop(dst / INSTANCES)
+        if state == "done":
             self._drop(dst / SEG_FILE)
 
     def fail(self, job: str, error: Mapping[str, Any], keep_instances: bool = True) -> None:
@@ -323,23 +377,45 @@ class Spool:
             os.replace(src, self.root / "failed" / job)
         _fsync_dir(self.root / "failed")
 
-    def delivered(self, job: str, summary: Mapping[str, Any]) -> None:
-        """The peer acknowledged the SEG of ``job``: record the summary, move it to ``done/``."""
+    def delivered(self, job: str, summary: Mapping[str, Any]) -> bool:
+        """The peer acknowledged the SEG of ``job`` (or it was superseded before delivery): record the summary,
+        move it to ``done/``; ``False`` when the job had already left ``outbox/``."""
         src = self.root / "outbox" / job
-        self.write_json(src / SUMMARY_FILE, summary)
         with self._lock:
+            if not src.is_dir():
+                return False
+            self.write_json(src / SUMMARY_FILE, summary)
+            self.retention.prune_done(self.retention.keep_done - 1)  # room first: never above keep_done
             os.replace(src, self.root / "done" / job)
         self._drop(self.root / "done" / job / SEG_FILE)
+        return True
 
-    def prune_done(self, keep: int = KEEP_DONE) -> None:
-        for job in self._jobs("done")[:-keep]:
-            self._drop(job)
+    def drop_job(self, state: str, job: str) -> int:
+        """Remove a job and everything in it; returns the bytes freed."""
+        return self._drop(self.root / state / job)
 
-    def _drop(self, path: Path) -> None:
+    def drop_instances(self, state: str, job: str) -> int:
+        """Remove a job's instances; returns the bytes freed."""
+        return self._drop(self.root / state / job / INSTANCES)
+
+    def account(self, size: int) -> None:
+        """Count ``size`` bytes a caller put into the spool itself (a linked instance)."""
+        with self._lock:
+            self._used += size
+
+    def _drop(self, path: Path) -> int:
         size = _tree_bytes(path) if path.is_dir() else (path.stat().st_size if path.exists() else 0)
         _remove(path)
         with self._lock:
             self._used -= size
+        return size
+
+
+def _read_uids(path: Path) -> set[str]:
+    try:
+        return {line.strip() for line in path.read_text(encoding="ascii").splitlines() if is_uid(line.strip())}
+    except (OSError, ValueError):
+        return set()
 
 
 def _remove(path: Path) -> None:

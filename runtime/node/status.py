@@ -38,7 +38,7 @@ def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
     pid = node.get("pid")
     running = isinstance(pid, int) and _node_alive(pid)
     incoming = list(iter_incoming(root))
-    done, failed = list_jobs(root, "done"), list_jobs(root, "failed")
+    done, failed, held = list_jobs(root, "done"), list_jobs(root, "failed"), list_jobs(root, "held")
     finished = sorted([(j, "done") for j in done[-recent:]] + [(j, "failed") for j in failed[-recent:]])[-recent:]
     recent_rows = []
     for job, state in reversed(finished):
@@ -54,6 +54,7 @@ def spool_status(root: Path, recent: int = 10) -> dict[str, Any]:
         "queue_depth": len(list_jobs(root, "queue")),
         "awaiting_delivery": len(list_jobs(root, "outbox")),
         "done": len(done),
+        "held": len(held),
         "failed": len(failed),
         "recent": recent_rows,
     }
@@ -69,7 +70,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"receiving: {status['receiving']['series']} series ({status['receiving']['instances']} instances)",
         f"queue depth: {status['queue_depth']} series",
         f"awaiting delivery: {status['awaiting_delivery']}",
-        f"done: {status['done']}  failed: {status['failed']}",
+        f"done: {status['done']}  held: {status.get('held', 0)}  failed: {status['failed']}",
     ]
     if status["recent"]:
         lines.append("recent series (newest first):")
@@ -87,15 +88,25 @@ def format_series_line(summary: dict[str, Any]) -> str:
             f"{head}: FAILED {error.get('type', 'error')} (exit {error.get('exit_code', '?')}): "
             f"{error.get('message', '')}; kept in failed/"
         )
+    if summary.get("state") == "superseded":
+        return f"{head}: superseded before delivery by job {summary.get('superseded_by')} (late instances)"
     timings = summary.get("timings_s", {})
     stages = ", ".join(
         f"{s.removeprefix('model_')} {timings[s]:.2f} s" for s in STAGES if isinstance(timings.get(s), int | float)
     )
     result = summary.get("result") or {}
     outcome = (
-        f"liver {result.get('liver_volume_ml')} mL, {result.get('tumor_count')} tumor(s) "
+        f"liver {result.get('liver_volume_ml')} mL incl. {result.get('tumor_count')} tumor(s) "
         f"{result.get('tumor_volume_ml')} mL"
     )
+    if summary.get("warnings"):
+        outcome = f"CHECK: {', '.join(summary['warnings'])}; {outcome}"
+    late = summary.get("late")
+    if isinstance(late, dict):
+        outcome += (
+            f"; re-segmented for {late.get('late_instances')} late instance(s), replacing the SEG of series "
+            f"{late.get('replaces_seg_series_instance_uid')}"
+        )
     dest = []
     forward = summary.get("forward")
     if forward:

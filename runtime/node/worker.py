@@ -3,7 +3,9 @@
 A worker claims a job, runs the same :func:`litseg.runtime.segment` as ``litseg-run`` (through a
 :class:`~litseg.runtime.segmenter.Segmenter` that every worker shares: one model in memory), writes the
 result (SEG + report) into the job folder, then moves the job on in one rename: to ``outbox/`` when a
-``--forward`` peer must acknowledge it, else to ``done/``. With ``--out`` the results are first written
+``--forward`` peer must acknowledge it, else to ``done/``; with ``--hold-implausible`` a result whose liver
+is implausible goes to ``held/`` instead. A job whose series was closed before (late instances) is first
+handled by :mod:`~litseg.runtime.node.late`. With ``--out`` the results are first written
 to ``<out>/<StudyUID>/<SeriesUID>/`` by :func:`litseg.runtime.write_results`, and that very SEG (same SOP
 Instance UID) is the one forwarded. A series that cannot be segmented moves to ``failed/`` with its
 error; it is never retried by itself and never stops the node.
@@ -15,6 +17,7 @@ batch sleep that many seconds, so a test can kill the node while it is inferring
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import threading
@@ -23,10 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
 from ..api import OUTPUT_FILES, write_results
 from ..errors import EXIT_INTERNAL, InputError
 from ..segmenter import Segmenter
+from ..series import DicomSeries
+from ..write import strict_json
 from .config import NodeConfig
+from .late import LateJob, prepare, series_uid_of
 from .series_queue import SeriesQueue
 from .spool import REPORT_FILE, Spool, read_json
 from .status import format_series_line
@@ -38,11 +46,6 @@ TEST_DELAY_ENV = "LITSEG_NODE_TEST_INFERENCE_DELAY_S"
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def series_uid_of(job: str) -> str:
-    """The SeriesInstanceUID in a job name ``<ns>-<uid>``."""
-    return job.split("-", 1)[-1]
 
 
 class Worker:
@@ -93,22 +96,29 @@ class Worker:
             log.info("series %s: result found in the spool (recovered), not segmented again", series_uid_of(job))
             self._finish(job, read_json(folder / REPORT_FILE))
             return
-        paths = self.spool.instances(job)
         refused = self.spool.refused(job)
         if refused:
+            shown = ", ".join(refused[:3]) + (", ..." if len(refused) > 3 else "")
             incomplete = InputError(
-                f"{refused} instance(s) of this series were refused while the spool was full (0xA700), so it is "
-                "incomplete and was not segmented; its instances were dropped to free the spool: resend the series"
+                f"{len(refused)} instance(s) of this series were refused while the spool was full (0xA700) and "
+                f"never arrived afterwards (SOP Instance UID {shown}), so it is incomplete and was not segmented; "
+                "its instances were dropped to free the spool: resend the series"
             )
-            self._fail(job, len(paths), incomplete, keep_instances=False)
+            self._fail(job, len(self.spool.instances(job)), incomplete, keep_instances=False)
             return
+        late = prepare(self.spool, job, self.config.late_instances)
+        if late is not None and not late.merged and not self.spool.path("queue", job).is_dir():
+            return  # dropped: the earlier result stands
+        paths = self.spool.instances(job)
         log.info("series %s: segmenting %d instances", series_uid_of(job), len(paths))
+        node: dict[str, Any] = {"job": job, "instances": len(paths)}
+        if late is not None and late.merged:
+            node["late"] = late.report()
         try:
-            seg_bytes, report = self._segment(paths)
+            seg_bytes, report = self._segment(paths, node)
         except Exception as exc:  # bad input, model failure, unwritable --out: recorded, never retried alone
-            self._fail(job, len(paths), exc)
+            self._fail(job, len(paths), exc, late=late)
             return
-        report["node"] = {"job": job, "instances": len(paths), "segmented_at": now_iso(), **report.get("node", {})}
         self.spool.write_result(job, seg_bytes, report)
         self._finish(job, report)
 
@@ -116,10 +126,13 @@ class Worker:
         if self._delay_s > 0 and stage == "inference":
             time.sleep(self._delay_s)
 
-    def _segment(self, paths: list[Path]) -> tuple[bytes, dict[str, Any]]:
+    def _segment(self, paths: list[Path], node: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The SEG and the report (with the ``node`` section) of a job's instances; with ``--out`` both are
+        written there too, the report with its ``node`` section."""
         result = self.segmenter(paths, progress=self._progress if self._delay_s > 0 else None)
-        node: dict[str, Any] = {"out": None}
+        node = {**node, "out": None, "segmented_at": now_iso()}
         start = time.perf_counter()
+        out_dir: Path | None = None
         if self.config.out is not None:
             out_dir = self.config.out / result.series.study_instance_uid / result.series.series_instance_uid
             written = write_results(result, out_dir, ("seg", "json"), overwrite=True)
@@ -131,23 +144,54 @@ class Worker:
             seg_bytes = buffer.getvalue()
         report = result.report()
         report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
+        assert isinstance(result.series, DicomSeries)  # the node receives DICOM instances only
+        node["instances_used"] = len(result.series.headers)  # the instances the SEG references
+        node.update(_seg_uids(seg_bytes))
         report["node"] = node
         report["seg_file"] = OUTPUT_FILES["seg"]
+        if out_dir is not None:  # the same report in --out, node section included (replaced in one rename)
+            # written beside the results folder, not in it: a leftover after a crash must not make the folder
+            # look as if it held a file litseg did not write
+            tmp = out_dir.parent / f".{out_dir.name}.{OUTPUT_FILES['json']}.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(strict_json(report), indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, out_dir / OUTPUT_FILES["json"])
         return seg_bytes, report
 
     def _finish(self, job: str, report: dict[str, Any]) -> None:
+        if self.config.hold_implausible and report.get("liver_plausible") is False:
+            summary = make_summary(job, report, state="held")
+            self.spool.finish(job, "held", summary=summary)
+            log.warning(
+                "%s; HELD in held/ (--hold-implausible: %s), not forwarded: move the folder to outbox/ to send it",
+                format_series_line(summary),
+                ", ".join(_warning_codes(report)),
+            )
+            return
         if self.config.forward is not None:
-            self.spool.finish(job, deliver=True)
+            self.spool.finish(job, "outbox")
             self.results_ready.set()
             return
         summary = make_summary(job, report, state="done")
-        self.spool.finish(job, deliver=False, summary=summary)
+        self.spool.finish(job, "done", summary=summary)
         log.info(format_series_line(summary))
 
-    def _fail(self, job: str, instances: int, exc: Exception, keep_instances: bool = True) -> None:
+    def _fail(
+        self, job: str, instances: int, exc: Exception, keep_instances: bool = True, late: LateJob | None = None
+    ) -> None:
+        message = str(exc)
+        if late is not None and not late.merged:  # late instances segmented alone: say why they were alone
+            why = (
+                "which failed and kept no instances"
+                if late.earlier.state == "failed"
+                else f"whose instances were released after the late window of {self.config.late_window_seconds:.0f} s"
+            )
+            message += (
+                f" ({late.late_instances} instance(s) of this series arrived after it was closed as job "
+                f"{late.earlier.job}, {why}: resend the whole series)"
+            )
         error = {
             "type": type(exc).__name__,
-            "message": str(exc),
+            "message": message,
             "exit_code": getattr(exc, "exit_code", EXIT_INTERNAL),
             "failed_at": now_iso(),
         }
@@ -156,6 +200,19 @@ class Worker:
         self.spool.fail(job, error, keep_instances)
         summary = {"job": job, "series_instance_uid": series_uid_of(job), "instances": instances, "state": "failed"}
         log.warning(format_series_line({**summary, "error": error}))
+
+
+def _seg_uids(seg: bytes) -> dict[str, str]:
+    """The SEG's own Series and SOP Instance UIDs (what a later SEG of the same series replaces)."""
+    ds = pydicom.dcmread(
+        io.BytesIO(seg), stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SOPInstanceUID"]
+    )
+    return {"seg_series_instance_uid": str(ds.SeriesInstanceUID), "seg_sop_instance_uid": str(ds.SOPInstanceUID)}
+
+
+def _warning_codes(report: dict[str, Any]) -> list[str]:
+    warnings = (report.get("plausibility") or {}).get("warnings") or []
+    return [str(w.get("code")) for w in warnings if isinstance(w, dict)]
 
 
 def make_summary(job: str, report: dict[str, Any], state: str, forward: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -167,10 +224,16 @@ def make_summary(job: str, report: dict[str, Any], state: str, forward: dict[str
         "series_instance_uid": report.get("series_instance_uid", series_uid_of(job)),
         "study_instance_uid": report.get("study_instance_uid"),
         "instances": node.get("instances"),
+        "instances_used": node.get("instances_used"),
+        "seg_series_instance_uid": node.get("seg_series_instance_uid"),
+        "late": node.get("late"),
+        "liver_plausible": report.get("liver_plausible"),
+        "warnings": _warning_codes(report),
         "finished_at": now_iso(),
         "timings_s": report.get("timings_s", {}),
         "result": {
-            "liver_volume_ml": report.get("liver_volume_ml"),
+            "liver_volume_ml": report.get("liver_volume_ml"),  # the whole liver, tumours included
+            "parenchyma_volume_ml": report.get("parenchyma_volume_ml"),
             "tumor_count": report.get("tumor_count"),
             "tumor_volume_ml": report.get("tumor_volume_ml"),
         },

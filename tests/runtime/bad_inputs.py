@@ -426,7 +426,14 @@ CASES: dict[str, Case] = {
     "out-inside-input": Case(_flags("@out:inside"), EXIT_USAGE, "lies inside the input folder"),
     "out-contains-input": Case(_flags("@out:around"), EXIT_USAGE, "contains the input folder"),
     "out-equals-input-overwrite": Case(_flags("@out:same-overwrite"), EXIT_USAGE, "is the input folder"),
-    "out-not-empty": Case(_flags("@out:busy"), EXIT_OUTPUT, "already holds files"),
+    "out-not-empty": Case(_flags("@out:busy"), EXIT_OUTPUT, "already holds files that litseg did not write (keep.txt)"),
+    "out-foreign-overwrite": Case(
+        _flags("@out:busy", "--overwrite"), EXIT_OUTPUT, "already holds files that litseg did not write (keep.txt)"
+    ),
+    "out-earlier-results": Case(_flags("@out:earlier"), EXIT_OUTPUT, "holds litseg results; pass --overwrite"),
+    "out-earlier-results-plus-file": Case(
+        _flags("@out:earlier-plus", "--overwrite"), EXIT_OUTPUT, "litseg did not write (notes.txt)"
+    ),
     "out-is-a-file": Case(_flags("@out:file"), EXIT_OUTPUT, "is not a folder"),
     "out-under-a-file": Case(_flags("@out:under-file"), EXIT_OUTPUT, "cannot create"),
     # model and device
@@ -437,6 +444,7 @@ CASES: dict[str, Case] = {
     "model-not-onnx": Case(_flags("@model:junk"), EXIT_MODEL, "cannot load model"),
     "model-fails-at-inference": Case(_flags("@model:run-fails"), EXIT_MODEL, "failed during inference"),
     "gpu-without-gpu": Case(_flags("--device", "gpu"), EXIT_DEVICE, "no usable CUDA GPU"),
+    "broken-onnxruntime": Case(_flags("@ort:broken"), EXIT_MODEL, "onnxruntime is installed but broken"),
     # flags
     "unknown-format": Case(_flags("--formats", "seg,png"), EXIT_USAGE, "--formats"),
     "negative-min-tumor-ml": Case(_flags("--min-tumor-ml", "-1"), EXIT_USAGE, "min_tumor_ml"),

@@ -12,8 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from litseg.runtime import model as model_module
 from litseg.runtime.cli import main
 from litseg.runtime.model import NAME_METADATA_KEY, VERSION_METADATA_KEY
+from litseg.runtime.onnxruntime_check import BrokenOnnxruntime
+from litseg.runtime.output_folder import commit_folder
 from litseg.runtime.spec import SPEC_METADATA_KEY, PreprocessSpec
 from tests.factories import make_intensity_model
 from tests.runtime.bad_inputs import CASES
@@ -78,6 +81,8 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
             args[0] = str(sorted(p for p in src.rglob("*") if p.is_file())[0])
         elif item.startswith("@model:"):
             args[2] = str(_model(item.split(":")[1], tmp, model))
+        elif item.startswith("@ort:"):  # applied by the test (the subprocess test fakes a real broken package)
+            continue
         elif item.startswith("@out:"):
             kind = item.split(":")[1]
             target = {
@@ -86,12 +91,18 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
                 "inside": src / "results",
                 "around": tmp,
                 "busy": tmp / "busy",
+                "earlier": tmp / "earlier",
+                "earlier-plus": tmp / "earlier",
                 "file": tmp / "a-file",
                 "under-file": tmp / "a-file" / "out",
             }[kind]
             if kind == "busy":
                 target.mkdir()
                 (target / "keep.txt").write_text("earlier results")
+            if kind in ("earlier", "earlier-plus"):  # a results folder litseg wrote before (its marker)
+                commit_folder(target, lambda t: (t / "report.json").write_text('{"litseg_version": "0"}'), marked=True)
+                if kind == "earlier-plus":
+                    (target / "notes.txt").write_text("a reader's notes beside the results")
             if kind in ("file", "under-file"):
                 (tmp / "a-file").write_text("a file, not a folder")
             args[4] = str(target)
@@ -103,10 +114,19 @@ def _arguments(extra: list[str], src: Path, out: Path, tmp: Path, model: Path) -
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_case(name: str, tmp_path: Path, tumor_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_case(
+    name: str,
+    tmp_path: Path,
+    tumor_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     case = CASES[name]
     src, out = tmp_path / "in", tmp_path / "out"
     extra = case.build(src)
+    if "@ort:broken" in extra:  # what a half-removed onnxruntime imports as (see litseg.runtime.onnxruntime_check)
+        broken = BrokenOnnxruntime(AttributeError("module 'onnxruntime' has no attribute 'InferenceSession'"))
+        monkeypatch.setattr(model_module, "ort", broken)
     args = _arguments(extra, src, out, tmp_path, tumor_model)
     out = Path(args[4])
     before = _digest(src)
@@ -133,8 +153,11 @@ def test_bad_input_case(name: str, tmp_path: Path, tumor_model: Path, capsys: py
     assert not {n for n in leftovers if n.startswith(".")}, leftovers
     if not out.exists() or out == src:
         return
-    if name == "out-not-empty":
+    if name in ("out-not-empty", "out-foreign-overwrite"):
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert "--overwrite" not in lines[-1].replace("even with --overwrite", "")
+    if name == "out-earlier-results-plus-file":
+        assert sorted(p.name for p in out.iterdir()) == [".litseg", "notes.txt", "report.json"]
 
 
 def test_the_matrix_is_documented_case_by_case() -> None:

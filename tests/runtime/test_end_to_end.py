@@ -86,12 +86,14 @@ def test_geometry_round_trip_in_seg_and_nifti(name: str, tmp_path: Path, tumor_m
     assert (result.labels.array == truth).mean() > 0.99  # boundary voxels blur through 64x64
     paths = write_results(result, tmp_path / "out")
     grid = geo.world_grid()
-    for label, name_ in ((1, "liver"), (2, "tumor")):
-        expected = grid[truth == label].mean(0)
-        seg_centroid = _world_centroid_from_seg(paths["seg"], label)
+    # the SEG's segment 1 is the whole liver (tumours included), segment 2 the tumour; the NIfTI's label 1 is
+    # the parenchyma, 2 the tumour (liver = 1 and 2)
+    for segment_number, in_seg, name_ in ((1, truth > 0, "liver"), (2, truth == 2, "tumor")):
+        seg_centroid = _world_centroid_from_seg(paths["seg"], segment_number)
+        np.testing.assert_allclose(seg_centroid, grid[in_seg].mean(0), atol=1.0, err_msg=f"{name_} in SEG")
+    for label, name_ in ((1, "parenchyma"), (2, "tumor")):
         nifti_centroid = _world_centroid_from_nifti(paths["nifti"], label)
-        np.testing.assert_allclose(seg_centroid, expected, atol=1.0, err_msg=f"{name_} in SEG")
-        np.testing.assert_allclose(nifti_centroid, expected, atol=1.0, err_msg=f"{name_} in NIfTI")
+        np.testing.assert_allclose(nifti_centroid, grid[truth == label].mean(0), atol=1.0, err_msg=f"{name_} in NIfTI")
     # the phantom itself is asymmetric: liver on the patient's right (LPS x < 0), anterior, upper
     liver = grid[truth == 1].mean(0)
     assert liver[0] < -40
@@ -135,6 +137,30 @@ def test_seg_references_every_source_instance_and_frames_sit_on_source_positions
         1: ("Liver", "10200004", "123037004", "AUTOMATIC"),
         2: ("Liver tumor", "108369006", "49755003", "AUTOMATIC"),
     }
+
+
+def test_seg_liver_segment_is_the_whole_liver_and_every_volume_agrees(tmp_path: Path, tumor_model: Path) -> None:
+    """One definition of the liver everywhere: the SEG's "Liver" segment holds the tumour voxels too (segments
+    overlap), and its volume is the report's liver_volume_ml, the plausibility check's, parenchyma + tumour."""
+    geo = _geometry(*ORIENTATIONS["standard"])
+    result = segment(make_series(geo), RunConfig(model=tumor_model))
+    paths = write_results(result, tmp_path / "out", formats=("seg", "json", "nifti"))
+    seg = hd.seg.segread(paths["seg"])
+    assert seg.SegmentsOverlap == "YES" and seg.SegmentationType == "BINARY"
+    liver = seg.get_volume(segment_numbers=[1], combine_segments=False).array[..., 0] > 0
+    tumor = seg.get_volume(segment_numbers=[2], combine_segments=False).array[..., 0] > 0
+    assert tumor.any() and np.all(liver[tumor])  # every tumour voxel lies in the liver segment
+    labels = np.asarray(result.labels.array)
+    assert int(liver.sum()) == int(np.count_nonzero(labels)) and int(tumor.sum()) == int((labels == 2).sum())
+    report = json.loads(paths["json"].read_text())
+    voxel_ml = result.labels.voxel_volume_ml
+    assert report["liver_volume_ml"] == pytest.approx(liver.sum() * voxel_ml, abs=0.01)
+    assert report["liver_volume_ml"] == pytest.approx(
+        report["parenchyma_volume_ml"] + report["tumor_volume_ml"], abs=0.02
+    )
+    assert report["plausibility"]["checks"]["liver_volume_ml"] == pytest.approx(report["liver_volume_ml"], abs=0.1)
+    nifti = np.asarray(nib.load(paths["nifti"]).dataobj)
+    assert set(np.unique(nifti)) == {0, 1, 2}  # the label map stays 0/1/2
 
 
 def test_memoized_iod_lookup_answers_as_highdicom_scan() -> None:
@@ -186,6 +212,7 @@ def test_cli_writes_all_outputs_and_leaves_the_input_untouched(
     summary = json.loads(capsys.readouterr().out)
     assert summary["tumor_count"] == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".litseg",  # the marker: litseg's own results, which --overwrite may replace
         "labels.nii.gz",
         "report.json",
         "segmentation.dcm",
@@ -233,8 +260,15 @@ def test_cli_exit_codes(tmp_path: Path, tumor_model: Path, capsys: pytest.Captur
             "--quiet",
         ]
     )
-    assert code == 0
-    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.json"]
+    assert code == EXIT_OUTPUT  # --overwrite never replaces a folder holding a file litseg did not write
+    assert "litseg did not write (keep.txt)" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+    (tmp_path / "busy" / "keep.txt").unlink()
+    args = [str(tmp_path / "in"), "--model", str(tumor_model), "--out", str(tmp_path / "busy"), "--quiet"]
+    assert main(args) == 0  # an empty folder is used
+    assert main(args) == EXIT_OUTPUT and "holds litseg results; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--formats", "json"]) == 0  # litseg's own results are replaced
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".litseg", "report.json"]
 
 
 @pytest.mark.parametrize("name", ["standard", "mirrored-x", "transposed-neg"])

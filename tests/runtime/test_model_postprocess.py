@@ -103,7 +103,8 @@ def test_measure_volumes_count_and_burden() -> None:
     m = measure(Volume(labels, np.diag([2.0, 2.0, 2.5, 1.0])))  # 10 mm^3 voxels
     assert m.tumor_count == 2
     assert m.tumor_volume_ml == pytest.approx(2 * 0.01)
-    assert m.liver_volume_ml == pytest.approx(198 * 0.01)
+    assert m.parenchyma_volume_ml == pytest.approx(198 * 0.01)
+    assert m.liver_volume_ml == pytest.approx(200 * 0.01)  # the whole liver: tumours included
     assert m.tumor_burden_percent == pytest.approx(100 * 2 / 200)
 
 
@@ -127,8 +128,9 @@ def test_min_tumor_ml_reaches_the_result(tumor_model: Path) -> None:
     every = segment(datasets, RunConfig(model=tumor_model))
     none = segment(datasets, RunConfig(model=tumor_model, min_tumor_ml=1e6))
     assert every.measurements.tumor_count >= 1 and none.measurements.tumor_count == 0
-    whole = every.measurements.liver_volume_ml + every.measurements.tumor_volume_ml
-    assert none.measurements.liver_volume_ml == pytest.approx(whole)
+    whole = every.measurements.parenchyma_volume_ml + every.measurements.tumor_volume_ml
+    assert every.measurements.liver_volume_ml == pytest.approx(whole)
+    assert none.measurements.parenchyma_volume_ml == pytest.approx(whole) == none.measurements.liver_volume_ml
     with pytest.raises(ValueError, match="min_tumor_ml"):
         RunConfig(min_tumor_ml=-1.0)
 
@@ -216,8 +218,9 @@ def test_tumor_margin_comes_from_the_model_and_can_be_turned_off(tmp_path: Path)
     grown = segment(datasets, RunConfig(model=calibrated))
     off = segment(datasets, RunConfig(model=calibrated, tumor_margin_mm=0.0))
     assert grown.measurements.tumor_volume_ml > base.measurements.tumor_volume_ml > 0
-    organ = base.measurements.liver_volume_ml + base.measurements.tumor_volume_ml
-    assert grown.measurements.liver_volume_ml + grown.measurements.tumor_volume_ml == pytest.approx(organ)
+    organ = base.measurements.liver_volume_ml  # the whole liver: growing tumours into it does not change it
+    assert grown.measurements.liver_volume_ml == pytest.approx(organ)
+    assert grown.measurements.parenchyma_volume_ml < base.measurements.parenchyma_volume_ml
     assert np.array_equal(np.asarray(off.labels.array), np.asarray(base.labels.array))
     assert grown.report()["tumor_margin_mm"] == 5.0 and off.report()["tumor_margin_mm"] == 0.0
     with pytest.raises(ValueError, match=r"tumor_margin_mm must be 0 to 20\.0 mm; got -1\.0"):

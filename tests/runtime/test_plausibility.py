@@ -187,3 +187,14 @@ def test_real_head_ct_is_not_abdominal() -> None:
     assert types["abdomen"] == 0 and types["head"] > 30  # type: ignore[index]
     assert float(result.checks["median_body_area_cm2"]) < 250  # type: ignore[arg-type]
     assert assess(head.with_array(np.zeros_like(fake)), head).codes == ("no_liver", "not_abdominal")
+
+
+def test_numbers_in_warnings_never_contradict_their_threshold() -> None:
+    from litseg.runtime.plausibility import shown, side_message
+
+    assert shown(9.8, 10.0) == "9.8" and shown(9.96, 10.0) == "9.96" and shown(12.4, 10.0) == "12"
+    assert shown(599.6, 600.0) == "599.6" and shown(3500.4, 3500.0) == "3500.4" and shown(250.4, 600.0) == "250"
+    assert shown(50.04, 50.0) == "50.04" and shown(10.0, 10.0) == "10"
+    message = side_message(-9.8)  # the liver's centre 9.8 mm right of the midline; 10 mm expected
+    assert "only 9.8 mm right of" in message and "only 10 mm" not in message
+    assert "0.3 mm to the patient's left" in side_message(0.3)

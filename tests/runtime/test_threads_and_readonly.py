@@ -3,6 +3,7 @@ read-only install with no writable home (a locked-down container). Both run in f
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -113,12 +114,16 @@ def test_after_warmup_a_run_compiles_nothing(tmp_path: Path, series: Path) -> No
 
 
 def test_the_command_runs_main_in_a_process_of_its_own(tmp_path: Path, series: Path) -> None:
-    """``litseg-run`` is ``cli.entry`` (main, then ``os._exit`` for a fast exit): its exit codes and messages
-    are main's, its stdout is flushed whole, and a run's outputs are complete when the process ends."""
+    """``litseg-run`` is ``cli.entry`` (main, then ``os._exit`` for a fast exit) behind the launcher that turns
+    Ctrl-C into one line: its exit codes and messages are main's, its stdout is flushed whole, and a run's
+    outputs are complete when the process ends."""
     from importlib.metadata import entry_points
 
+    from litseg.runtime import launch
+
     (script,) = entry_points(group="console_scripts", name="litseg-run")
-    assert script.value == "litseg.runtime.cli:entry"
+    assert script.value == "litseg.runtime.launch:litseg_run"
+    assert "litseg.runtime.cli" in inspect.getsource(launch.litseg_run)
     cli = [sys.executable, "-m", "litseg.runtime.cli"]
     missing = subprocess.run([*cli, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 3 and "litseg-run: error:" in missing.stderr, missing.stderr[-2000:]

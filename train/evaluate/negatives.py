@@ -21,7 +21,9 @@ def summarise(reports: Sequence[Path], regions: Sequence[str]) -> dict[str, obje
     rows = []
     for path, region in zip(reports, regions, strict=True):
         report = json.loads(path.read_text())
-        liver_ml = float(report["liver_volume_ml"]) + float(report["tumor_volume_ml"])
+        liver_ml = float(report["liver_volume_ml"]) + (
+            0.0 if "parenchyma_volume_ml" in report else float(report["tumor_volume_ml"])
+        )
         rows.append(
             {
                 "report": path.parent.name,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.errors import InvalidDicomError
 
 HOST = "127.0.0.1"
 NODE_AE = "LITSEG"
@@ -170,7 +171,7 @@ def segs_by_series(folder: Path) -> dict[str, list[tuple[Path, set[str]]]]:
         if path.is_file() and not path.name.startswith("."):
             try:
                 series, refs = seg_references(path)
-            except (OSError, ValueError, AttributeError, EOFError):  # storescp may still be writing it
-                continue
+            except (OSError, ValueError, AttributeError, EOFError, InvalidDicomError):
+                continue  # storescp may still be writing it (not even its preamble yet)
             out.setdefault(series, []).append((path, refs))
     return out

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from litseg.runtime.node.cli import main
 from litseg.runtime.node.config import Destination, NodeConfig
+from litseg.runtime.node.late import prepare
+from litseg.runtime.node.series_queue import SeriesQueue
 from litseg.runtime.node.spool import SeriesKey, Spool, SpoolFullError
 from litseg.runtime.node.status import format_series_line, spool_status
 
@@ -89,7 +92,7 @@ def test_spool_recovers_exactly_what_a_crash_leaves(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "spool" / "queue").iterdir() if p.name.startswith(".")] == []
     assert again.has_result(done_job) and not again.has_result(job)
     assert again.idle_series(0.0) == [KEY]
-    again.finish(done_job, deliver=True)
+    again.finish(done_job, "outbox")
     assert again.jobs("outbox") == [done_job] and not (again.path("outbox", done_job) / "instances").exists()
     again.delivered(done_job, {"state": "done", "series_instance_uid": "5.5"})
     assert again.jobs("done") == [done_job]
@@ -103,7 +106,7 @@ def test_spool_limit_refuses_and_marks_the_series(tmp_path: Path) -> None:
     with pytest.raises(SpoolFullError, match="does not fit"):
         spool.store(KEY, "1.2", b"b" * 60)
     job = spool.close_series(KEY)
-    assert spool.refused(job) == 1
+    assert spool.refused(job) == ["1.2"]
     spool.fail(job, {"type": "InputError"}, keep_instances=False)
     assert spool.jobs("failed") == [job] and spool.jobs("queue") == []
     assert [p.name for p in spool.path("failed", job).iterdir()] == ["error.json"]
@@ -149,7 +152,7 @@ def test_status_reads_the_spool_without_a_node(tmp_path: Path, capsys: pytest.Ca
         "forward": {"destination": "PACS@h:104", "status": "0x0000", "attempts": 1},
         "out": None,
     }
-    spool.finish(job, deliver=False, summary=summary)
+    spool.finish(job, "done", summary=summary)
     spool.store(SeriesKey(STUDY, "7.7"), "7.1", b"b")
     # a node that died and whose pid now belongs to another program (here: pytest) is not running
     (tmp_path / "spool" / "node.json").write_text(json.dumps({"pid": os.getpid(), "port": 104}))
@@ -158,9 +161,126 @@ def test_status_reads_the_spool_without_a_node(tmp_path: Path, capsys: pytest.Ca
     assert status["queue_depth"] == 0 and status["done"] == 1 and not status["node"]["running"]
     line = format_series_line(summary)
     assert line == (
-        "series 1.2.3.4 (1 instances): read 0.10 s, inference 1.25 s, send 0.05 s; liver 1500.0 mL, "
+        "series 1.2.3.4 (1 instances): read 0.10 s, inference 1.25 s, send 0.05 s; liver 1500.0 mL incl. "
         "2 tumor(s) 12.5 mL; forward PACS@h:104 status 0x0000 after 1 attempt(s)"
     )
     assert main(["--status", "--spool", str(tmp_path / "spool")]) == 0
     printed = capsys.readouterr().out
     assert "queue depth: 0 series" in printed and line in printed and "receiving: 1 series" in printed
+
+
+def test_a_refused_instance_that_arrives_later_is_struck_off(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=100)
+    spool.open()
+    spool.store(KEY, "1.1", b"a" * 60)
+    for _ in range(2):  # refused twice (the sender retries while the spool is full): recorded once
+        with pytest.raises(SpoolFullError):
+            spool.store(KEY, "1.2", b"b" * 60)
+    spool.store(KEY, "1.1", b"a" * 60)  # resending a stored instance needs no new room
+    spool.max_bytes = 200  # room again (another series was segmented and dropped)
+    spool.store(KEY, "1.2", b"b" * 60)
+    job = spool.close_series(KEY)
+    assert spool.refused(job) == []
+    assert sorted(p.name for p in spool.path("queue", job).rglob("*") if p.is_file()) == ["1.1.dcm", "1.2.dcm"]
+
+
+def test_done_is_pruned_by_count_and_by_age(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", keep_done=3, keep_done_s=3600)
+    spool.open()
+    for n in range(6):
+        key = SeriesKey(STUDY, f"1.2.3.{n}")
+        spool.store(key, f"1.{n}", b"x")
+        job = spool.close_series(key)
+        spool.write_result(job, b"SEG", {})
+        spool.finish(job, "done", summary={})
+        spool.retention.sweep(force=True)
+    assert len(spool.jobs("done")) == 3
+    old = spool.path("done", spool.jobs("done")[0])
+    os.rename(old, old.with_name(f"{time.time_ns() - int(7200e9):020d}-1.2.3.99"))  # closed two hours ago
+    assert len(spool.retention.prune_done(3, max_age_s=3600)) == 1 and len(spool.jobs("done")) == 2
+
+
+def _finished_job(spool: Spool, sops: list[str], key: SeriesKey = KEY) -> str:
+    for sop in sops:
+        spool.store(key, sop, sop.encode())
+    job = spool.close_series(key)
+    assert job is not None
+    spool.write_result(job, b"SEG", {"node": {"seg_series_instance_uid": "9.9.9"}})
+    spool.finish(job, "done", summary={})
+    return job
+
+
+def test_a_late_instance_joins_the_earlier_ones_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", retain_instances_s=600)
+    spool.open()
+    first = _finished_job(spool, ["1.1", "1.2"])
+    assert (spool.path("done", first) / "instances" / "1.1.dcm").is_file()  # kept for the late window
+    spool.store(KEY, "1.3", b"late")
+    late_job = spool.close_series(KEY)
+    assert late_job is not None
+    queue = SeriesQueue(spool, idle_seconds=1, max_queue=4)
+    late = prepare(spool, late_job, "resegment")
+    assert late is not None and late.merged and late.late_instances == 1
+    assert late.report()["replaces_seg_series_instance_uid"] == "9.9.9"
+    assert [p.stem for p in spool.instances(late_job)] == ["1.1", "1.2", "1.3"]
+    assert not (spool.path("done", first) / "instances").exists()  # the late job holds them now
+    assert queue.claim(timeout=0.1) == late_job
+    # the same instances sent again, nothing new: dropped, the result stands
+    spool.write_result(late_job, b"SEG", {})
+    spool.finish(late_job, "done", summary={})
+    for sop in ("1.1", "1.2", "1.3"):
+        spool.store(KEY, sop, b"again")
+    again = spool.close_series(KEY)
+    assert again is not None
+    resent = prepare(spool, again, "resegment")
+    assert resent is not None and not resent.merged and spool.jobs("queue") == []
+
+
+def test_late_instances_dropped_on_request_and_released_after_the_window(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", retain_instances_s=600)
+    spool.open()
+    first = _finished_job(spool, ["1.1", "1.2"])
+    spool.store(KEY, "1.3", b"late")
+    late_job = spool.close_series(KEY)
+    assert late_job is not None
+    dropped = prepare(spool, late_job, "drop")
+    assert dropped is not None and not dropped.merged and spool.jobs("queue") == []
+    assert spool.retention.release_instances(600) == 0
+    assert spool.retention.release_instances(0) == 1 and not (spool.path("done", first) / "instances").exists()
+
+
+def test_jobs_of_one_series_are_handed_out_one_at_a_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    other = SeriesKey(STUDY, "7.7")
+    jobs = []
+    for key, sop in ((KEY, "1.1"), (KEY, "1.2"), (other, "7.1")):
+        spool.store(key, sop, b"x")
+        jobs.append(spool.close_series(key))
+    queue = SeriesQueue(spool, idle_seconds=1, max_queue=8)
+    assert queue.claim(timeout=0.05) == jobs[0]
+    assert queue.claim(timeout=0.05) == jobs[2]  # the second job of KEY waits for the first
+    assert queue.claim(timeout=0.05) is None
+    spool.fail(jobs[0], {"type": "InputError"})
+    queue.release(jobs[0])
+    assert queue.claim(timeout=0.05) == jobs[1]
+
+
+def test_an_undelivered_seg_lacking_late_instances_is_withdrawn(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", retain_instances_s=600)
+    spool.open()
+    spool.store(KEY, "1.1", b"a")
+    first = spool.close_series(KEY)
+    assert first is not None
+    spool.write_result(first, b"SEG", {"node": {"seg_series_instance_uid": "9.9.9"}})
+    spool.finish(first, "outbox")  # the peer is down: the SEG waits
+    spool.store(KEY, "1.2", b"late")
+    late_job = spool.close_series(KEY)
+    assert late_job is not None
+    late = prepare(spool, late_job, "resegment")
+    assert late is not None and late.merged
+    assert spool.jobs("outbox") == [] and spool.jobs("done") == [first]
+    summary = json.loads((spool.path("done", first) / "summary.json").read_text())
+    assert summary["state"] == "superseded" and summary["superseded_by"] == late_job
+    assert "superseded before delivery" in format_series_line(summary)
+    assert not spool.delivered(first, {})  # a forwarder that was sending it meanwhile finds it gone
