@@ -223,6 +223,7 @@ def test_a_worker_records_every_outcome_and_writes_what_litseg_run_writes(tmp_pa
     done = worker.run(Entry("k-a", "a", str(tmp_path / "in" / "a")))
     assert done["status"] == "done" and done["exit_class"] == "ok" and done["worker"]["peak_rss_mb"] > 0
     assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == [
+        ".litseg",  # the marker of a litseg results folder, as litseg-run writes it
         "labels.nii.gz",
         "report.json",
         "segmentation.dcm",
