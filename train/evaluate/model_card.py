@@ -18,7 +18,8 @@ from litseg.runtime import Model, RunConfig, segment
 from ..data.nrrd import read_nrrd
 from .model_card_real import data_lines, evaluation_lines, headline, uses_real_data
 
-REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dcmqi-ct-3slice"
+#: ../shared/data beside the repository root (train/evaluate/model_card.py -> the root's parent).
+REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "dcmqi-ct-3slice"
 
 
 def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | None:
@@ -98,7 +99,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         *(
             [
                 f"- Post-processing: litseg-run grows tumors by {model.info.tumor_margin_mm:g} mm (in-plane) within "
-                "the liver, a margin calibrated on validation phantoms (`litseg.postprocess` in the ONNX metadata; "
+                "the liver, a margin calibrated on validation data (below; `litseg.postprocess` in the ONNX metadata; "
                 "`--tumor-margin-mm 0` turns it off)."
             ]
             if model.info.tumor_margin_mm
@@ -107,7 +108,7 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         *(
             [
                 f"- Small-tumor filter: litseg-run relabels tumor components under {model.info.min_tumor_ml:g} mL "
-                "(6-connected) as liver, calibrated on validation phantoms (`litseg.postprocess`; "
+                "(6-connected) as liver, calibrated on validation data (below; `litseg.postprocess`; "
                 "`--min-tumor-ml 0` keeps every component)."
             ]
             if model.info.min_tumor_ml

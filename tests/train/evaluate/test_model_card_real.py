@@ -72,3 +72,10 @@ def test_no_liver_summary_counts_liver_and_tumors(tmp_path: Path) -> None:
     assert text == ""  # no files under this task's names
     (tmp_path / "eval-negatives-liver.json").write_text(out.read_text())
     assert "max **13.0 mL**" in "\n".join(evaluation_lines(tmp_path, "liver"))
+
+
+def test_the_card_finds_the_real_ct_where_the_tests_do() -> None:
+    from litseg.train.evaluate.model_card import REAL_CT
+    from tests.conftest import SHARED_DATA
+
+    assert REAL_CT == SHARED_DATA / "dcmqi-ct-3slice"  # a moved module once looked one folder too low
