@@ -25,7 +25,7 @@ SCRIPTS = Path(sys.executable).parent
 INTERRUPTED_IN_RUN = "litseg-run: interrupted; nothing was written"
 REPO = Path(__file__).resolve().parents[2]
 
-#: ``python -c`` prelude: ``stage`` (api.read_series, Model.predict, api.result_seg) prints a marker and waits.
+#: ``python -c`` prelude: ``stage`` (api.read_input, Model.predict, api.result_seg) prints a marker and waits.
 PAUSE = textwrap.dedent(
     """
     import sys, time
@@ -41,7 +41,7 @@ PAUSE = textwrap.dedent(
 
     stage = sys.argv.pop(1)
     if stage == "read":
-        api.read_series = pausing(api.read_series, stage)
+        api.read_input = pausing(api.read_input, stage)
     elif stage == "inference":
         model.Model.predict = pausing(model.Model.predict, stage)
     elif stage == "write":

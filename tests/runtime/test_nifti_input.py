@@ -121,7 +121,12 @@ def test_litseg_run_takes_a_nifti_volume_and_refuses_seg_for_it(  # type: ignore
     assert err.count("\n") == 0 and "seg" in err and "NIfTI" in err
     assert not (tmp_path / "res").exists()
     assert main([*args, "--out", str(tmp_path / "res")]) == EXIT_OK
-    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["labels.nii.gz", "overlay.png", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [
+        ".litseg",
+        "labels.nii.gz",
+        "overlay.png",
+        "report.json",
+    ]
     monkeypatch.chdir(tmp_path)  # without --out: ./litseg-out/<the file's name>
     assert main([*args, "--formats", "nifti"]) == EXIT_OK
     assert (tmp_path / "litseg-out" / "volume-3" / "labels.nii.gz").is_file()
