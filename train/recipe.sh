@@ -33,6 +33,9 @@ EMPTY_FRACTION=${EMPTY_FRACTION:-0.35}  # slices without liver kept in the phant
 TEST_CASES=${TEST_CASES:-20}  # held-out phantoms (seeds 9000+)
 NEG_CASES=${NEG_CASES:-8}  # held-out phantoms without liver (seeds 9500+): <= 10 mL of liver, no tumour
 NEG_REGION_MIX=${NEG_REGION_MIX:-chest:0.25,pelvis:0.25,head:0.25,neck:0.25}
+# Phantoms with healthy livers (no tumour): HEALTHY_CASES for the post-processing choice (seeds 9700+; the real
+# selection volumes all hold tumours) and as many held out for the card (seeds 9800+): no tumour wanted.
+HEALTHY_CASES=${HEALTHY_CASES:-4}
 SIZE=${SIZE:-256}
 # Start from the 0.4.0 weights (phantoms only: no real patient seen), not from 0.5/0.6, which trained on MSD
 # patients who are IRCAD patients and lits-tumor test volumes: their weights would carry those patients into
@@ -160,6 +163,11 @@ fi
 [ -f "$WORK/negatives/phantom-manifest.json" ] || \
   "$BIN/litseg-phantom" --out "$WORK/negatives" --cases "$NEG_CASES" --seed 9500 --size "$SIZE" \
     --region-mix "$NEG_REGION_MIX" --dicom
+for seed in 9700 9800; do
+  folder=healthy-val; [ "$seed" = 9800 ] && folder=healthy-test
+  [ -f "$WORK/$folder/phantom-manifest.json" ] || \
+    "$BIN/litseg-phantom" --out "$WORK/$folder" --cases "$HEALTHY_CASES" --seed "$seed" --size "$SIZE" --tumors 0 --dicom
+done
 prepare_sets liver
 # the liver model starts from the best liver-tumor checkpoint (every layer but the head)
 train run-liver liver "$EPOCHS_LIVER" "$PATCHES_LIVER" --init "$WORK/run-liver-tumor/checkpoint-best.pt" -- \
@@ -169,7 +177,7 @@ train run-liver liver "$EPOCHS_LIVER" "$PATCHES_LIVER" --init "$WORK/run-liver-t
 "$BIN/litseg-export" "$WORK/run-liver-tumor/checkpoint-best.pt" --out "$WORK/liver-tumor-raw.onnx" \
   --version "$VERSION" --name litseg-liver-tumor
 [ -f "$WORK/calibrate-real.json" ] || "${PY[@]}" litseg.train.evaluate.calibrate_real "$WORK/liver-tumor-raw.onnx" \
-  "$LITS" --json "$WORK/calibrate-real.json" > /dev/null
+  "$LITS" --healthy "$WORK/healthy-val" --json "$WORK/calibrate-real.json" > /dev/null
 chosen() { "$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'][sys.argv[2]])" "$WORK/calibrate-real.json" "$1"; }
 "$BIN/litseg-export" "$WORK/run-liver-tumor/checkpoint-best.pt" --out "$MODELS/liver-tumor.onnx" --version "$VERSION" \
   --name litseg-liver-tumor --min-tumor-ml "$(chosen min_tumor_ml)" --tumor-margin-mm "$(chosen tumor_margin_mm)"
@@ -196,6 +204,14 @@ for task in liver-tumor liver; do
   done
   "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/negatives/phantom-manifest.json" \
     --json "$WORK/eval-negatives-$task.json" > /dev/null
+  reports=()
+  for n in $(seq 0 $((HEALTHY_CASES - 1))); do
+    "$BIN/litseg-run" "$WORK/healthy-test/dicom/case-$n" --model "$MODELS/$task.onnx" \
+      --out "$WORK/run-out/healthy-$task-$n" --overwrite --formats json --quiet
+    reports+=("$WORK/run-out/healthy-$task-$n/report.json")
+  done
+  "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/healthy-test/phantom-manifest.json" \
+    --json "$WORK/eval-healthy-$task.json" > /dev/null
   for key in lits-selection "${REPORT_SETS[@]}"; do
     shipped "$MODELS/$task.onnx" "$key" "$WORK/shipped-$key-$task.json"
   done

@@ -116,6 +116,14 @@ def evaluation_lines(work: Path, task: str) -> list[str]:
             f"{_num(c['tumor_dice_per_volume'], '.3f')}, global {_num(c['tumor_dice_global'], '.3f')}, lesion "
             f"recall {_num(c['lesion_recall'], '.2f')}, precision {_num(c['lesion_precision'], '.2f')}).",
         ]
+    healthy = _load(work / f"eval-healthy-{task}.json")
+    if healthy is not None and task == "liver-tumor":
+        lines += [
+            "",
+            "## Healthy livers",
+            f"{healthy['cases']} held-out phantom cases with a healthy liver (no tumour) through `litseg-run`: tumours "
+            f"found in **{healthy['cases_with_tumor']}** cases ({healthy['tumors_total']} in all).",
+        ]
     negatives = _load(work / f"eval-negatives-{task}.json")
     if negatives is not None:
         lines += [

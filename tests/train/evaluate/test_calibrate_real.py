@@ -9,8 +9,9 @@ from litseg.train.evaluate.calibrate_real import MIN_PRECISION, calibrate, choos
 from tests.conftest import shared_data
 
 
-def _row(min_ml: float, margin: float, dice: float, precision: float) -> dict[str, float]:
+def _row(min_ml: float, margin: float, dice: float, precision: float, healthy: int = 0) -> dict[str, float]:
     return {
+        "healthy_tumors": healthy,
         "min_tumor_ml": min_ml,
         "tumor_margin_mm": margin,
         "tumor_dice_per_volume": dice,
@@ -24,6 +25,8 @@ def test_the_choice_wants_precise_lesions_first_then_dice() -> None:
     assert choose(rows)["min_tumor_ml"] == 1  # the best Dice among the precise settings, not the best Dice
     loose = [_row(0, 0, 0.8, 0.2), _row(1, 0, 0.6, 0.4), _row(2, 0, 0.5, math.nan)]
     assert choose(loose)["min_tumor_ml"] == 1  # none precise enough: the most precise
+    specks = [_row(0.1, 1, 0.9, 0.9, healthy=9), _row(1, 1, 0.7, 0.8, healthy=0), _row(2, 1, 0.8, 0.5, healthy=0)]
+    assert choose(specks)["min_tumor_ml"] == 1  # tumours in a healthy liver weigh first, then precision
 
 
 def test_real_selection_volume_settings_change_what_is_kept() -> None:

@@ -34,12 +34,15 @@ def test_card_names_the_real_data_and_every_real_result(tmp_path: Path) -> None:
     chosen = {"min_tumor_ml": 0.5, "tumor_margin_mm": 1.0, "tumor_dice_per_volume": 0.7, "tumor_dice_global": 0.8,
               "lesion_recall": 0.6, "lesion_precision": 0.75}  # fmt: skip
     (tmp_path / "calibrate-real.json").write_text(json.dumps({"rule": "precision first", "chosen": chosen}))
+    healthy = {"cases": 4, "cases_with_tumor": 1, "tumors_total": 2}
+    (tmp_path / "eval-healthy-liver-tumor.json").write_text(json.dumps(healthy))
     text = "\n".join(evaluation_lines(tmp_path, "liver-tumor"))
     assert "lits-tumor test volumes" in text and "report only" in text
     assert "| 0.951 (0.961) | 0.971 | 0.777 / 0.827 | 0.50 / 0.75 | 1 of 7 |" in text
     assert "the model replaced (0.6.0)" in text and "0.555 / 0.605" in text  # the baseline on the same set
     assert "3D-IRCADb-01" in text and "| 0.930 (0.940) | n/a | n/a | n/a |" in text
     assert "filter 0.5 mL, margin 1 mm" in text
+    assert "4 held-out phantom cases with a healthy liver" in text and "found in **1** cases (2 in all)" in text
     data = {
         "sets": [
             {"file": "liver.h5", "epoch_share": 0.6, "cases": 80, "train_cases": 64, "train_slices": 5000,
