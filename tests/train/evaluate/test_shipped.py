@@ -170,10 +170,10 @@ def shipped_result(phantom_slices: list[RealSlice], bundled: Model) -> dict[str,
 
 
 def test_the_bundled_model_through_the_shipped_path_finds_the_phantoms_liver_on_its_right(
-    phantom_slices: list[RealSlice], shipped_result: dict[str, Any]
+    phantom_slices: list[RealSlice], shipped_result: dict[str, Any], bundled: Model
 ) -> None:
     (volume,) = shipped_result["volumes"]
-    # 0.6.0 scores 0.975 and 0.36 here, as on the phantom's own geometry (0.975, 0.35): loose floors
+    # 0.6.0 scored 0.975 and 0.36 here, as on the phantom's own geometry (0.975, 0.35): loose floors
     assert volume["liver_dice"] > 0.9 and volume["tumor_dice"] > 0.2, volume
     assert shipped_result["summary"]["liver_free"]["slices"] == 7
     # the slices' liver is on the image left (patient's right); so is every predicted liver
@@ -184,7 +184,12 @@ def test_the_bundled_model_through_the_shipped_path_finds_the_phantoms_liver_on_
     assert record["slices"] == 28 and not record["allow_thin"]
     assert record["focus"]["coarse_slices"] > 0  # the coarse focus pass ran, as in litseg-run
     settings = shipped_result["summary"]["shipped_settings"]
-    assert settings["min_tumor_ml"] == 1.0 and settings["tumor_margin_mm"] == 2.0  # 0.6.0's calibrated values
+    # the model's calibrated post-processing is what ran (and it is not the runtime's default of none)
+    assert (settings["min_tumor_ml"], settings["tumor_margin_mm"]) == (
+        bundled.info.min_tumor_ml,
+        bundled.info.tumor_margin_mm,
+    )
+    assert settings["min_tumor_ml"] > 0 and settings["tumor_margin_mm"] > 0
 
 
 def test_the_declared_geometry_is_what_the_runtime_sees(
