@@ -19,10 +19,18 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
+#: make's own variables: under ``make test`` a child make would inherit them and print "Entering directory".
+MAKE_ENV = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PIP_EXTRA_INDEX_URL", "TORCH_INDEX", *MAKE_ENV)}
+
+
 def _install_commands(*variables: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PIP_EXTRA_INDEX_URL", "TORCH_INDEX", "MAKEFLAGS")}
+    env = _env()
     printed = subprocess.run(
-        ["make", "-n", "-W", "pyproject.toml", "install", *variables],
+        ["make", "-n", "--no-print-directory", "-W", "pyproject.toml", "install", *variables],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -44,7 +52,13 @@ def test_torch_cpu_index_is_opt_in() -> None:
 
 def test_make_demo_ends_with_the_activation_line() -> None:
     printed = subprocess.run(
-        ["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+        ["make", "-n", "--no-print-directory", "demo"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     assert ". .venv/bin/activate" in printed.splitlines()[-2]
     assert "/usr/bin/storescp" in printed.splitlines()[-1]
