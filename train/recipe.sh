@@ -185,6 +185,16 @@ chosen() { "$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))
   --name litseg-liver
 
 # --- evaluation: phantoms, phantoms without liver, then the real report sets once (every choice is made)
+found_in() {  # folder cases name task: liver mL and tumours found in phantom cases -> eval-<name>-<task>.json
+  local reports=()
+  for n in $(seq 0 $(($2 - 1))); do
+    "$BIN/litseg-run" "$WORK/$1/dicom/case-$n" --model "$MODELS/$4.onnx" --out "$WORK/run-out/$3-$4-$n" --overwrite \
+      --formats json --quiet
+    reports+=("$WORK/run-out/$3-$4-$n/report.json")
+  done
+  "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/$1/phantom-manifest.json" \
+    --json "$WORK/eval-$3-$4.json" > /dev/null
+}
 for task in liver-tumor liver; do
   pred="$WORK/pred-$task"
   mkdir -p "$pred" "$WORK/ref"
@@ -196,22 +206,8 @@ for task in liver-tumor liver; do
   done
   cp "$WORK"/test/segmentation-*.nii.gz "$WORK/ref/"
   "$BIN/litseg-eval" "$pred" "$WORK/ref" --json "$WORK/eval-$task.json" > /dev/null
-  reports=()
-  for n in $(seq 0 $((NEG_CASES - 1))); do
-    "$BIN/litseg-run" "$WORK/negatives/dicom/case-$n" --model "$MODELS/$task.onnx" \
-      --out "$WORK/run-out/negative-$task-$n" --overwrite --formats json --quiet
-    reports+=("$WORK/run-out/negative-$task-$n/report.json")
-  done
-  "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/negatives/phantom-manifest.json" \
-    --json "$WORK/eval-negatives-$task.json" > /dev/null
-  reports=()
-  for n in $(seq 0 $((HEALTHY_CASES - 1))); do
-    "$BIN/litseg-run" "$WORK/healthy-test/dicom/case-$n" --model "$MODELS/$task.onnx" \
-      --out "$WORK/run-out/healthy-$task-$n" --overwrite --formats json --quiet
-    reports+=("$WORK/run-out/healthy-$task-$n/report.json")
-  done
-  "${PY[@]}" litseg.train.evaluate.negatives "${reports[@]}" --manifest "$WORK/healthy-test/phantom-manifest.json" \
-    --json "$WORK/eval-healthy-$task.json" > /dev/null
+  found_in negatives "$NEG_CASES" negatives "$task"
+  found_in healthy-test "$HEALTHY_CASES" healthy "$task"
   for key in lits-selection "${REPORT_SETS[@]}"; do
     shipped "$MODELS/$task.onnx" "$key" "$WORK/shipped-$key-$task.json"
   done
