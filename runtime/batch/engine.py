@@ -209,6 +209,15 @@ def _timed_out(entry: Entry, seconds: float) -> dict[str, Any]:
     )
 
 
+def _wait_s(in_flight: dict[Any, tuple[Entry, int, float]], timeout_s: float | None) -> float:
+    """How long the driver may wait for a result: :data:`POLL_S`, or less when a series' time runs out
+    sooner (so that a short --series-timeout is enforced when it is due, not at the next poll)."""
+    if timeout_s is None or not in_flight:
+        return POLL_S
+    due = min(since for _, _, since in in_flight.values()) + timeout_s - time.monotonic()
+    return min(POLL_S, max(due, 0.0))
+
+
 def _feed(
     ray: Any, pool: _Pool, pending: Iterator[Entry], timeout_s: float | None, on_start: OnStart, on_done: OnDone
 ) -> bool:
@@ -225,7 +234,7 @@ def _feed(
                 on_start(entry, pool.identities[index])
             if not in_flight:
                 return False
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_wait_s(in_flight, timeout_s))
             for ref in ready:
                 entry, index, _ = in_flight.pop(ref)
                 try:

@@ -274,7 +274,7 @@ def test_a_series_over_the_timeout_is_stopped_and_recorded(
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,id\n{archive / 'nifti' / 'volume-big.nii.gz'},big\n")
     out = tmp_path / "out"
-    code, err = _finish(_batch(manifest, out, tumor_model, cluster, "--workers", "1", "--series-timeout", "0.2"))
+    code, err = _finish(_batch(manifest, out, tumor_model, cluster, "--workers", "1", "--series-timeout", "0.05"))
     assert code == 8, err
     [record] = _ledger(out)
     assert record["status"] == "failed" and record["error"]["class"] == "SeriesTimeout"
