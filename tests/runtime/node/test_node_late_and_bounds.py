@@ -6,6 +6,7 @@ file litseg did not write, and implausible results (flagged, or held back with `
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,16 @@ def _kernels_ready(node: NodeProcess) -> None:
 
 
 def _spooled(spool: Path) -> set[str]:
-    """SOP Instance UIDs in the spool: being received, queued or kept with a finished job."""
-    return {p.stem for p in spool.rglob("*.dcm") if p.relative_to(spool).parts[0] != "tmp"}
+    """SOP Instance UIDs in the spool: being received, queued or kept with a finished job.
+
+    os.walk, not rglob: the node renames job folders while the test looks (incoming -> queue), and rglob
+    raises on a folder that moved away between listing and entering it; os.walk skips it.
+    """
+    found: set[str] = set()
+    for root, _, files in os.walk(spool):
+        if Path(root).relative_to(spool).parts[:1] != ("tmp",):
+            found |= {Path(name).stem for name in files if name.endswith(".dcm")}
+    return found
 
 
 def test_instances_refused_while_the_spool_was_full_and_resent_give_one_complete_seg(
