@@ -39,7 +39,7 @@ from .h5set import LIVER_OR_TUMOR, H5Set
 from .lits_tumor import LITS_TUMOR, TEST_VOLUMES, load_lits_tumor, rows, split_of
 from .patients import msd_role
 from .prepare import add_window_flag, resample_labels
-from .real_slices import IRCAD, MSD, RealSlice, load
+from .real_slices import IRCAD, MSD, RealSlice, load, load_msd, msd_files
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,9 @@ def load_source(source: str, folder: Path) -> list[RealSlice]:
     if source == LITS_TUMOR:
         usable = {r.volume for r in rows(folder)} - set(TEST_VOLUMES)
         return load_lits_tumor(folder, volumes=usable)
-    slices = load(source, folder)
-    if source == MSD:
-        return [s for s in slices if msd_role(int(s.patient.split("-")[1])) in ("train", "selection")]
-    return slices
+    if source == MSD:  # only these patients are read (each patient's orientation is pooled over its own slices)
+        return load_msd(folder, {case for case, _ in msd_files(folder) if msd_role(case) in ("train", "selection")})
+    return load(source, folder)
 
 
 def case_split(source: str, patient: str) -> str:
