@@ -27,7 +27,6 @@ import json
 import math
 import sys
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from litseg.runtime.volume import Volume
 from litseg.runtime.write import strict_json
 
 from ..data.lits_tumor import LITS_TUMOR
-from ..data.real_slices import RealSlice
 from . import shipped
 from . import shipped_scores as scores
 from . import shipped_series as geometry
@@ -63,14 +61,11 @@ def _score(
 ) -> dict[str, Any]:
     """One setting applied to the raw labels of every series, scored per volume, on liver-free slices and on
     the healthy livers."""
-    rows: list[dict[str, Any]] = []
-    by_volume: dict[str, list[tuple[RealSlice, np.ndarray, ShippedSeries]]] = defaultdict(list)
-    for series, raw in segmented:
-        labels = np.asarray(postprocess_labels(raw, True, _voxels(raw, min_ml), margin_mm).array, dtype=np.uint8)
-        for s, pred in zip(series.slices, labels, strict=True):
-            rows.append(scores.slice_row(s, pred, series))
-            by_volume[s.patient].append((s, pred, series))
-    cases = [scores.volume_metrics(patient, items)[0] for patient, items in sorted(by_volume.items())]
+    rows, volumes = scores.score_series(
+        (series, np.asarray(postprocess_labels(raw, True, _voxels(raw, min_ml), margin_mm).array, dtype=np.uint8))
+        for series, raw in segmented
+    )
+    cases = [case for case, _ in volumes]
     summary = scores.summarize_volumes(cases)
     tumor = summary["tumor"]
     return {

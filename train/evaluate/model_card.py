@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ import numpy as np
 from litseg.runtime import Model, RunConfig, segment
 
 from ..data.nrrd import read_nrrd
-from .model_card_real import data_lines, evaluation_lines, headline, uses_real_data
+from .model_card_real import card_number, data_lines, evaluation_lines, headline, uses_real_data
 
 #: ../shared/data beside the repository root (train/evaluate/model_card.py -> the root's parent).
 REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "dcmqi-ct-3slice"
@@ -30,13 +29,6 @@ def real_ct_liver_dice(model_path: Path, real_ct: Path = REAL_CT) -> float | Non
     ref = np.asarray(read_nrrd(real_ct / "liver_seg.nrrd").array) > 0
     pred = np.asarray(result.labels.array) > 0
     return float(2 * (pred & ref).sum() / max(1, pred.sum() + ref.sum()))
-
-
-def _num(value: object, spec: str) -> str:
-    """A number for the card; ``n/a`` where a metric is undefined (litseg-eval writes null, logs NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return format(value, spec)
 
 
 def hardware(histories: list[list[dict[str, Any]]]) -> str:
@@ -143,32 +135,32 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
     ]
     for member, rows in enumerate(histories, start=1):
         for r in rows:
-            vals = " | ".join(f"{_num(r[k], '.4f')}" if k in r else "" for k in dice_columns)
+            vals = " | ".join(f"{card_number(r[k], '.4f')}" if k in r else "" for k in dice_columns)
             lr = f"{r.get('lr', '?')}{' poly' if r.get('lr_schedule') == 'poly' else ''}"
             precision = r.get("precision", "float32")  # runs before the column were fp32 on CPU
             head = f"| {member} " if members else ""
             head += f"| {r['epoch']} | {r.get('samples', '?')} | {r.get('patch', '?')} | {lr} | {precision} "
-            head += f"| {_num(r['train_loss'], '.4f')}"
+            head += f"| {card_number(r['train_loss'], '.4f')}"
             lines.append(f"{head} | {vals} |")
     lines += [
         "",
         f"## Held-out evaluation ({summary['cases']} phantom cases, seeds 9000+, never seen in training)",
         "Measured with `litseg-eval` on the predictions of `litseg-run` (DICOM in, NIfTI out, native grid).",
         "",
-        f"- Liver Dice per case: mean {_num(liver['dice_per_case_mean'], '.4f')}, "
-        f"min {_num(liver['dice_per_case_min'], '.4f')}; global {_num(liver['dice_global'], '.4f')}; "
-        f"VOE {_num(liver['voe_mean'], '.4f')}; RVD {_num(liver['rvd_mean'], '+.4f')}; "
-        f"ASSD {_num(liver['assd_mm_mean'], '.2f')} mm; MSSD {_num(liver['mssd_mm_mean'], '.1f')} mm.",
+        f"- Liver Dice per case: mean {card_number(liver['dice_per_case_mean'], '.4f')}, "
+        f"min {card_number(liver['dice_per_case_min'], '.4f')}; global {card_number(liver['dice_global'], '.4f')}; "
+        f"VOE {card_number(liver['voe_mean'], '.4f')}; RVD {card_number(liver['rvd_mean'], '+.4f')}; "
+        f"ASSD {card_number(liver['assd_mm_mean'], '.2f')} mm; MSSD {card_number(liver['mssd_mm_mean'], '.1f')} mm.",
     ]
     if task == "liver-tumor":
         t = summary["tumor"]
         lines += [
-            f"- Tumor Dice per case (cases with tumor): mean {_num(t['dice_per_case_mean'], '.4f')}, min "
-            f"{_num(t['dice_per_case_min'], '.4f')}; global {_num(t['dice_global'], '.4f')}; "
-            f"ASSD {_num(t['assd_mm_mean'], '.2f')} mm.",
-            f"- Lesion detection (IoU > 0.5): recall {_num(summary['lesion_recall'], '.3f')}, precision "
-            f"{_num(summary['lesion_precision'], '.3f')}; tumor burden error "
-            f"{_num(summary['tumor_burden_error_mean'], '.4f')}.",
+            f"- Tumor Dice per case (cases with tumor): mean {card_number(t['dice_per_case_mean'], '.4f')}, min "
+            f"{card_number(t['dice_per_case_min'], '.4f')}; global {card_number(t['dice_global'], '.4f')}; "
+            f"ASSD {card_number(t['assd_mm_mean'], '.2f')} mm.",
+            f"- Lesion detection (IoU > 0.5): recall {card_number(summary['lesion_recall'], '.3f')}, precision "
+            f"{card_number(summary['lesion_precision'], '.3f')}; tumor burden error "
+            f"{card_number(summary['tumor_burden_error_mean'], '.4f')}.",
             "- Lesion recall by diameter (sphere of equal volume): "
             + "; ".join(f"{key} mm {hits}/{n}" for key, (n, hits) in summary["lesions_by_diameter_mm"].items())
             + ".",
@@ -178,7 +170,8 @@ def card(task: str, work: Path, model_path: Path, notes: str = "") -> str:
         ]
         for c in sorted(cases, key=lambda c: case_order(c["case"])):
             lines.append(
-                f"| {c['case']} | {_num(c['liver']['dice'], '.4f')} | {_num(c['tumor']['dice'], '.4f')} | "
+                f"| {c['case']} | {card_number(c['liver']['dice'], '.4f')} | "
+                f"{card_number(c['tumor']['dice'], '.4f')} | "
                 f"{c['lesions_ref']} / {c['lesions_pred']} / {c['lesions_detected']} |"
             )
     lines += evaluation_lines(work, task)

@@ -7,6 +7,7 @@ phantom cases without a liver, read from the JSON files ``train/recipe.sh`` writ
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,11 @@ SHIPPED_SETS = (
 )
 
 
-def _num(value: Any, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
+def card_number(value: object, spec: str) -> str:
+    """A number for the card; ``n/a`` where a metric is undefined (litseg-eval writes null, logs NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
 
 
 def shipped_row(title: str, use: str, ev: dict[str, Any]) -> str:
@@ -70,14 +74,14 @@ def shipped_row(title: str, use: str, ev: dict[str, Any]) -> str:
     tumor = lesions = liver_volume = "n/a"
     if volumes is not None:
         t = volumes["tumor"]
-        tumor = f"{_num(t['dice_per_case_mean'], '.3f')} / {_num(t['dice_global'], '.3f')}"
-        lesions = f"{_num(volumes['lesion_recall'], '.2f')} / {_num(volumes['lesion_precision'], '.2f')}"
-        liver_volume = f"{_num(volumes['liver']['dice_per_case_mean'], '.3f')}"
+        tumor = f"{card_number(t['dice_per_case_mean'], '.3f')} / {card_number(t['dice_global'], '.3f')}"
+        lesions = f"{card_number(volumes['lesion_recall'], '.2f')} / {card_number(volumes['lesion_precision'], '.2f')}"
+        liver_volume = f"{card_number(volumes['liver']['dice_per_case_mean'], '.3f')}"
     free = s["liver_free"]
     free_text = f"{free['with_predicted_tumor']} of {free['slices']}" if free["slices"] else "n/a"
     return (
-        f"| {title} ({s['model_version']}) | {use} | {_num(per_slice['mean'], '.3f')} "
-        f"({_num(per_slice['median'], '.3f')}) | {liver_volume} | {tumor} | {lesions} | {free_text} |"
+        f"| {title} ({s['model_version']}) | {use} | {card_number(per_slice['mean'], '.3f')} "
+        f"({card_number(per_slice['median'], '.3f')}) | {liver_volume} | {tumor} | {lesions} | {free_text} |"
     )
 
 
@@ -113,8 +117,9 @@ def evaluation_lines(work: Path, task: str) -> list[str]:
             "",
             f"Tumour post-processing chosen on the lits-tumor selection volumes ({calibration['rule']}): small-tumour "
             f"filter {c['min_tumor_ml']:g} mL, margin {c['tumor_margin_mm']:g} mm (there: tumour Dice per volume "
-            f"{_num(c['tumor_dice_per_volume'], '.3f')}, global {_num(c['tumor_dice_global'], '.3f')}, lesion "
-            f"recall {_num(c['lesion_recall'], '.2f')}, precision {_num(c['lesion_precision'], '.2f')}).",
+            f"{card_number(c['tumor_dice_per_volume'], '.3f')}, global "
+            f"{card_number(c['tumor_dice_global'], '.3f')}, lesion recall {card_number(c['lesion_recall'], '.2f')}, "
+            f"precision {card_number(c['lesion_precision'], '.2f')}).",
         ]
     healthy = _load(work / f"eval-healthy-{task}.json")
     if healthy is not None and task == "liver-tumor":

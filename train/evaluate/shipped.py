@@ -104,12 +104,6 @@ def _only(patients: Sequence[str], members: dict[str, int], source: str, set_nam
     return {members[p] for p in (patients or members)}
 
 
-def _patient_order(patient: str) -> tuple[str, int]:
-    """``lits-5`` before ``lits-10``."""
-    prefix, _, number = patient.rpartition("-")
-    return (prefix, int(number)) if number.isdigit() else (patient, 0)
-
-
 def segment_series(
     series: ShippedSeries, model: Model, workdir: Path, config: RunConfig | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -155,19 +149,15 @@ def score_slices(
     """Segment the slices' series through the shipped path and score them: ``{"summary", "volumes", "series",
     "slices"}`` (JSON-able; the summary's source and set are the caller's to add)."""
     plan = geometry.plan_series(slices, mode, lits_slice_mm)
-    rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    by_volume: dict[str, list[tuple[RealSlice, np.ndarray, ShippedSeries]]] = defaultdict(list)
+    segmented: list[tuple[ShippedSeries, np.ndarray]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="litseg-shipped-") as work:
         for series in tqdm(plan, desc="segment", unit="series", disable=not sys.stderr.isatty()):
             labels, record = segment_series(series, model, Path(work))
             records.append(record)
-            for s, pred in zip(series.slices, labels, strict=True):
-                rows.append(scores.slice_row(s, pred, series))
-                if s.tumor is not None:
-                    by_volume[s.patient].append((s, pred, series))
-    volumes = [scores.volume_metrics(patient, by_volume[patient]) for patient in sorted(by_volume, key=_patient_order)]
+            segmented.append((series, labels))
+    rows, volumes = scores.score_series(segmented)
     info = model.info
     summary: dict[str, Any] = {
         "model": info.path.name,
@@ -242,7 +232,7 @@ def table(result: dict[str, Any]) -> str:
             if r["liver_dice"] is not None:
                 per_patient[r["patient"]].append(r["liver_dice"])
         lines.append(f"{'patient':12} {'slices':>6} {'liver Dice mean':>16} {'min':>6}")
-        for patient, values in sorted(per_patient.items(), key=lambda item: _patient_order(item[0])):
+        for patient, values in sorted(per_patient.items(), key=lambda item: scores.patient_order(item[0])):
             lines.append(f"{patient:12} {len(values):>6} {np.mean(values):>16.3f} {min(values):>6.3f}")
     per_slice = summary["liver_dice_per_slice"]
     lines.append(

@@ -17,7 +17,7 @@ own grid (0 background, 1 liver, 2 tumour), so they are tested on known pairs wi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -68,6 +68,27 @@ def slice_row(s: RealSlice, pred: Labels, series: ShippedSeries) -> dict[str, An
         row["ref_tumor_px"] = int(s.tumor.sum())
         row["tumor_dice"] = round(dice(pred == 2, s.tumor), 6) if has_tumor else None
     return row
+
+
+def patient_order(patient: str) -> tuple[str, int]:
+    """``lits-5`` before ``lits-10``."""
+    prefix, _, number = patient.rpartition("-")
+    return (prefix, int(number)) if number.isdigit() else (patient, 0)
+
+
+def score_series(
+    segmented: Iterable[tuple[ShippedSeries, Labels]],
+) -> tuple[list[dict[str, Any]], list[tuple[CaseMetrics, dict[str, Any]]]]:
+    """The per-slice rows of every series' predicted labels ``(n, rows, columns)``, and the LiTS metrics of
+    each volume with separate tumour labels (its slices stacked), in patient order."""
+    rows: list[dict[str, Any]] = []
+    by_volume: dict[str, list[tuple[RealSlice, Labels, ShippedSeries]]] = defaultdict(list)
+    for series, labels in segmented:
+        for s, pred in zip(series.slices, labels, strict=True):
+            rows.append(slice_row(s, pred, series))
+            if s.tumor is not None:
+                by_volume[s.patient].append((s, pred, series))
+    return rows, [volume_metrics(patient, by_volume[patient]) for patient in sorted(by_volume, key=patient_order)]
 
 
 def volume_metrics(
