@@ -57,7 +57,7 @@ def _config(raw_json: str) -> TrainConfig:
     """The run's config; fields of other litseg versions are dropped, a single ``data`` path is a set of one."""
     known = {f.name for f in fields(TrainConfig)}
     raw = {k: v for k, v in json.loads(raw_json).items() if k in known}
-    for key in ("class_weights", "mix", "augment_scale"):
+    for key in ("class_weights", "mix"):
         if raw.get(key) is not None:
             raw[key] = tuple(raw[key])
     raw["data"] = (raw["data"],) if isinstance(raw["data"], str) else tuple(raw["data"])
