@@ -42,7 +42,7 @@ from litseg.runtime.write import strict_json
 
 from ..data.lits_tumor import LITS_TUMOR, load_lits_tumor, split_of
 from ..data.lits_tumor import rows as lits_rows
-from ..data.patients import MSD_EXCLUDED, MSD_REPORT, MSD_SELECTION
+from ..data.patients import msd_role
 from ..data.real_slices import IRCAD, MSD, RealSlice, load_ircad, load_msd, msd_files
 from . import shipped_scores as scores
 from . import shipped_series as geometry
@@ -74,22 +74,13 @@ def select(source: str, folder: Path, set_name: str, patients: Sequence[str] = (
     elif source == MSD:
         cases = {case for case, _ in msd_files(folder)}
         wanted = "report" if set_name == "test" else set_name
-        members = {c for c in cases if wanted == "all" or msd_set(c) == wanted}
+        members = {c for c in cases if wanted == "all" or msd_role(c) == wanted}
         slices = load_msd(folder, _only(patients, {f"msd-{c}": c for c in members}, source, set_name))
     else:
         raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
     if not slices:
         raise InputError(f"the {source} {set_name} set of {folder} holds no slices")
     return slices
-
-
-def msd_set(case: int) -> str:
-    """The clean MSD split's part of a CASE (:mod:`..data.patients`): report, selection, excluded (IRCAD patients
-    and lits-tumor test volumes) or train."""
-    for name, members in (("report", MSD_REPORT), ("selection", MSD_SELECTION), ("excluded", MSD_EXCLUDED)):
-        if case in members:
-            return name
-    return "train"
 
 
 def _only(patients: Sequence[str], members: dict[str, int], source: str, set_name: str) -> set[int]:

@@ -17,6 +17,7 @@ from litseg.runtime.model import POSTPROCESS_METADATA_KEY
 from litseg.runtime.series import read_series
 from litseg.train.data import orientation as so
 from litseg.train.data.lits_tumor import LITS_TUMOR
+from litseg.train.data.patients import msd_role
 from litseg.train.data.real_slices import IRCAD, MSD, RealSlice
 from litseg.train.evaluate import shipped, shipped_scores, shipped_series
 from litseg.train.phantom.case import PhantomOptions, generate_case
@@ -234,7 +235,7 @@ def test_the_models_post_processing_settings_change_the_scores(
 
 
 def test_msd_sets_follow_the_clean_split() -> None:
-    assert [shipped.msd_set(c) for c in (10008, 10002, 10003, 10001)] == ["report", "selection", "excluded", "train"]
+    assert [msd_role(c) for c in (10008, 10002, 10003, 10001)] == ["report", "selection", "excluded", "train"]
 
 
 # ----- real data ----------------------------------------------------------------------------------------------
