@@ -365,8 +365,7 @@ def write_results(
         # which is Python (highdicom) throughout.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="litseg-nifti") as pool:
             compressing = pool.submit(nifti, tmp) if "nifti" in formats else None
-            if "seg" in formats:
-                assert isinstance(result.series, DicomSeries)  # check_formats refused it for NIfTI
+            if "seg" in formats:  # check_formats refused it for NIfTI; result_seg refuses it too
                 with timer.stage("write_seg"):
                     seg = result_seg(result)
                     seg.save_as(tmp / OUTPUT_FILES["seg"])
